@@ -1,0 +1,1 @@
+"""TSDF fusion, mesh and point-cloud extraction, PLY export, reconstruction metrics."""

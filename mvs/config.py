@@ -1,0 +1,97 @@
+"""Configuration: one dataclass per stage, defaults in code, then a YAML file, then the CLI.
+
+Every key of a YAML preset in `configs/` maps to a field of `RunConfig` or of one of its
+stage dataclasses; an unknown key is an error, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class SequenceConfig:
+    """Which frames to read. `frames` is START:STOP:STEP over dataset frame indices."""
+
+    name: str = "synthetic/room0"
+    frames: str = ":"
+
+
+@dataclass
+class TrackingConfig:
+    """Where camera poses come from: `gt` (dataset), `track` (monocular VO), `rgbd`."""
+
+    poses: str = "gt"
+    scale: str = "none"
+
+
+@dataclass
+class DepthConfig:
+    """Where per-frame depth comes from: `sensor`, `classic` or `learned` plane sweep."""
+
+    source: str = "sensor"
+    keyframes: str = "auto"
+    near: float = 0.25
+    far: float = 20.0
+
+
+@dataclass
+class FusionConfig:
+    """TSDF fusion in an Open3D VoxelBlockGrid (metres)."""
+
+    voxel_size: float = 0.02
+    sdf_trunc_voxels: float = 4.0
+    depth_max: float = 5.0
+    block_resolution: int = 8
+    block_count: int = 40000
+
+
+@dataclass
+class RunConfig:
+    """Everything `python -m mvs.run` needs; saved as `config.yaml` next to the outputs."""
+
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    out: str = ""
+    device: str = "auto"
+    view: bool = False
+
+
+def update_dataclass(obj: Any, values: dict[str, Any], source: str) -> None:
+    """Set fields of a (nested) dataclass from a dict; unknown keys raise naming `source`."""
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        if key not in names:
+            raise ValueError(f"{source}: unknown key '{key}'; expected one of {sorted(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: '{key}' must be a mapping, got {value!r}")
+            update_dataclass(current, value, f"{source}:{key}")
+        else:
+            setattr(obj, key, type(current)(value) if current is not None else value)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from `path`, with errors that name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(values).__name__}")
+    return values
+
+
+def to_yaml(config: Any) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

@@ -1,0 +1,131 @@
+"""Core types shared by every stage: `Camera`, `Frame`, `Sequence`.
+
+Pose convention (one for the whole project): `a_T_b` is a 4x4 rigid transform that maps
+points from frame b to frame a, so `world_T_cam @ p_cam = p_world`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Pinhole intrinsics of an image of `width` x `height` pixels.
+
+    `K_33` maps camera coordinates (metres, x right, y down, z forward) to pixels; pixel
+    centres sit at integer coordinates.
+    """
+
+    K_33: np.ndarray
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        K_33 = np.asarray(self.K_33, dtype=np.float64)
+        if K_33.shape != (3, 3):
+            raise ValueError(f"expected a 3x3 intrinsic matrix, got shape {K_33.shape}")
+        object.__setattr__(self, "K_33", K_33)
+
+    @property
+    def fx(self) -> float:
+        return float(self.K_33[0, 0])
+
+    @property
+    def fy(self) -> float:
+        return float(self.K_33[1, 1])
+
+    @property
+    def cx(self) -> float:
+        return float(self.K_33[0, 2])
+
+    @property
+    def cy(self) -> float:
+        return float(self.K_33[1, 2])
+
+    def scaled(self, width: int, height: int) -> Camera:
+        """The same camera seen through an image resized to `width` x `height` pixels."""
+        sx, sy = width / self.width, height / self.height
+        K_33 = self.K_33.copy()
+        K_33[0] *= sx
+        K_33[1] *= sy
+        # Pixel centres at integers: the continuous image edge (-0.5) stays at the edge.
+        K_33[0, 2] = (self.cx + 0.5) * sx - 0.5
+        K_33[1, 2] = (self.cy + 0.5) * sy - 0.5
+        return Camera(K_33, width, height)
+
+
+@dataclass
+class Frame:
+    """One time step of a sequence.
+
+    image_hw3: uint8 RGB at the sequence camera's resolution.
+    depth_hw: float32 metres registered to the colour camera, 0 where invalid, or None.
+    world_T_cam_44: float64 camera-to-world ground-truth pose, or None when unknown.
+    index: the frame's index in the original dataset (kept through every selection).
+    timestamp: seconds where the dataset has them, else the index.
+    """
+
+    index: int
+    timestamp: float
+    image_hw3: np.ndarray
+    depth_hw: np.ndarray | None = None
+    world_T_cam_44: np.ndarray | None = None
+
+
+@dataclass
+class Sequence:
+    """A lazily loaded sequence of frames sharing one colour camera.
+
+    Frames are read from disk on access, so a long sequence is never held in memory.
+    `indices` lists the dataset frame indices in playback order; `skipped` maps a dataset
+    frame index that was dropped at load time to the reason.
+    """
+
+    name: str
+    root: Path
+    layout: str
+    camera: Camera
+    indices: list[int]
+    load_frame: Callable[[int], Frame]
+    has_depth: bool
+    has_poses: bool
+    has_mesh: bool = False
+    skipped: dict[int, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> Frame:
+        """The frame at `position` in playback order (not the dataset index)."""
+        return self.load_frame(self.indices[position])
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index in self.indices:
+            yield self.load_frame(index)
+
+    @property
+    def mesh_path(self) -> Path:
+        """Ground-truth mesh of a synthetic sequence (exists when `has_mesh`)."""
+        return self.root / "mesh.ply"
+
+    def select(self, start: int | None, stop: int | None, step: int | None) -> Sequence:
+        """Keep dataset indices in `range(start, stop, step)`; dataset indices are kept."""
+        lo = self.indices[0] if start is None else start
+        hi = self.indices[-1] + 1 if stop is None else stop
+        step = 1 if step is None else step
+        if step < 1:
+            raise ValueError(f"frame step must be >= 1, got {step}")
+        wanted = set(range(lo, hi, step))
+        kept = [i for i in self.indices if i in wanted]
+        if not kept:
+            raise ValueError(
+                f"{self.root}: no frames in {lo}:{hi}:{step}; the sequence has dataset "
+                f"indices {self.indices[0]}..{self.indices[-1]}"
+            )
+        skipped = {i: reason for i, reason in self.skipped.items() if i in wanted}
+        return replace(self, indices=kept, skipped=skipped)

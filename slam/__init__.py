@@ -1,0 +1,1 @@
+"""Tracking front-end: monocular visual odometry with bundle adjustment, RGB-D odometry."""
