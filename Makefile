@@ -13,7 +13,6 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	  echo 'Install it with: sudo apt-get install libusb-1.0-0  (Debian/Ubuntu), sudo dnf install libusb1 (Fedora)'; \
 	  exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
