@@ -118,7 +118,7 @@ def look_at_world_T_cam_44(eye_3: np.ndarray, target_3: np.ndarray, up_3: np.nda
     """
     z_3 = np.asarray(target_3, float) - np.asarray(eye_3, float)
     z_3 /= np.linalg.norm(z_3)
-    x_3 = np.cross(z_3, -np.asarray(up_3, float))
+    x_3 = np.cross(z_3, np.asarray(up_3, float))
     if np.linalg.norm(x_3) < 1e-9:
         raise ValueError(f"look-at direction {z_3} is parallel to the up vector {up_3}")
     x_3 /= np.linalg.norm(x_3)
