@@ -83,7 +83,8 @@ class Sequence:
 
     Frames are read from disk on access, so a long sequence is never held in memory.
     `indices` lists the dataset frame indices in playback order; `skipped` maps a dataset
-    frame index that was dropped at load time to the reason.
+    frame index that was dropped at load time to the reason; `gt_world_T_cam_44` holds the
+    ground-truth camera-to-world poses by dataset index (read at open time, without images).
     """
 
     name: str
@@ -96,6 +97,7 @@ class Sequence:
     has_poses: bool
     has_mesh: bool = False
     skipped: dict[int, str] = field(default_factory=dict)
+    gt_world_T_cam_44: dict[int, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -128,4 +130,5 @@ class Sequence:
                 f"indices {self.indices[0]}..{self.indices[-1]}"
             )
         skipped = {i: reason for i, reason in self.skipped.items() if i in wanted}
-        return replace(self, indices=kept, skipped=skipped)
+        gt_world_T_cam_44 = {i: self.gt_world_T_cam_44[i] for i in kept if i in self.gt_world_T_cam_44}
+        return replace(self, indices=kept, skipped=skipped, gt_world_T_cam_44=gt_world_T_cam_44)
