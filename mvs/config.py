@@ -95,3 +95,16 @@ def load_yaml(path: Path) -> dict[str, Any]:
 def to_yaml(config: Any) -> str:
     """The resolved config as YAML text."""
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+
+
+def resolve_device(name: str) -> str:
+    """The torch device to run on: `auto` picks CUDA when present, else the CPU."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device: expected auto, cpu or cuda, got '{name}'")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    return name

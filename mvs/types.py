@@ -84,7 +84,8 @@ class Sequence:
     Frames are read from disk on access, so a long sequence is never held in memory.
     `indices` lists the dataset frame indices in playback order; `skipped` maps a dataset
     frame index that was dropped at load time to the reason; `gt_world_T_cam_44` holds the
-    ground-truth camera-to-world poses by dataset index (read at open time, without images).
+    ground-truth camera-to-world poses by dataset index (read at open time, without images);
+    `timestamps` the dataset's timestamps in seconds where it has them.
     """
 
     name: str
@@ -98,6 +99,7 @@ class Sequence:
     has_mesh: bool = False
     skipped: dict[int, str] = field(default_factory=dict)
     gt_world_T_cam_44: dict[int, np.ndarray] = field(default_factory=dict)
+    timestamps: dict[int, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -109,6 +111,10 @@ class Sequence:
     def __iter__(self) -> Iterator[Frame]:
         for index in self.indices:
             yield self.load_frame(index)
+
+    def timestamp(self, index: int) -> float:
+        """Timestamp (seconds) of a dataset frame index; the index itself where none exists."""
+        return self.timestamps.get(index, float(index))
 
     @property
     def mesh_path(self) -> Path:
