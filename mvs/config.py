@@ -61,7 +61,6 @@ class RunConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     out: str = ""
     device: str = "auto"
-    view: bool = False
 
 
 def update_dataclass(obj: Any, values: dict[str, Any], source: str) -> None:

@@ -1,0 +1,201 @@
+"""The reconstruction pipeline: camera poses, per-frame depth, TSDF fusion, outputs.
+
+Each stage sits behind a small interface so that its implementations can be swapped by
+configuration: a pose source (`--poses`), a depth source (`--depth`) and the fuser.
+Outputs are written even when a stage fails or the run is interrupted, so that what was
+fused before the failure is never lost.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from fusion.export import write_json_atomic, write_ply, write_text_atomic
+from fusion.tsdf import TSDFVolume
+from mvs.config import RunConfig, TrackingConfig, to_yaml
+from mvs.geometry import invert_pose_44
+from mvs.sequences import open_sequence
+from mvs.types import Frame, Sequence
+from slam.trajectory import format_tum_trajectory
+
+SEQUENCES_DIR = Path("sequences")
+OUTPUTS_DIR = Path("outputs")
+
+
+@dataclass
+class PoseEstimate:
+    """Camera-to-world poses by dataset frame index, and the unit of their translations."""
+
+    world_T_cam_44: dict[int, np.ndarray]
+    units: str = "metres"
+    lost: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DepthMap:
+    """A depth map ready for fusion: metres, registered to `frame`'s colour camera."""
+
+    frame: Frame
+    depth_hw: np.ndarray
+    world_T_cam_44: np.ndarray
+
+
+@dataclass
+class RunReport:
+    """What a run did: saved as `report.json` next to the outputs."""
+
+    sequence: str
+    layout: str
+    poses: str
+    depth: str
+    units: str
+    frames_selected: int
+    frames_posed: int = 0
+    frames_fused: int = 0
+    skipped: dict[int, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    fusion_frames_per_second: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+    status: str = "running"
+
+
+@contextmanager
+def timed(report: RunReport, stage: str) -> Iterator[None]:
+    """Add the wall time (seconds) of the enclosed block to `report.seconds[stage]`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        report.seconds[stage] = report.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def default_out_dir(sequence_name: str) -> Path:
+    """`outputs/<sequence>`; a path outside `sequences/` contributes its folder name only."""
+    name_path = Path(sequence_name)
+    if name_path.is_absolute() or ".." in name_path.parts:
+        return OUTPUTS_DIR / name_path.resolve().name
+    return OUTPUTS_DIR / name_path
+
+
+def load_sequence(config: RunConfig) -> Sequence:
+    """Open the configured sequence, generating a synthetic room on first use."""
+    name = config.sequence.name
+    if name.startswith("synthetic/") and not (SEQUENCES_DIR / name).exists():
+        from mvs.synth import ensure_room
+
+        ensure_room(name, SEQUENCES_DIR)
+    return open_sequence(name, SEQUENCES_DIR, config.sequence.frames)
+
+
+def estimate_poses(sequence: Sequence, config: TrackingConfig) -> PoseEstimate:
+    """Camera poses for the selected frames, from the source `config.poses` names."""
+    if config.poses == "gt":
+        if not sequence.has_poses:
+            raise ValueError(
+                f"{sequence.root}: --poses gt needs ground-truth poses and this sequence has none"
+            )
+        return PoseEstimate(dict(sequence.gt_world_T_cam_44))
+    raise ValueError(f"--poses {config.poses}: not available; use --poses gt")
+
+
+def sensor_depth_maps(sequence: Sequence, poses: PoseEstimate, report: RunReport) -> Iterator[DepthMap]:
+    """The depth sensor's maps of every posed frame (`--depth sensor`)."""
+    if not sequence.has_depth:
+        raise ValueError(f"{sequence.root}: --depth sensor needs sensor depth and this sequence has none")
+    for index in sequence.indices:
+        if index not in poses.world_T_cam_44:
+            report.skipped[index] = "no camera pose"
+            continue
+        frame = sequence.load_frame(index)
+        if frame.depth_hw is None:
+            report.skipped[index] = "no sensor depth"
+            continue
+        yield DepthMap(frame, frame.depth_hw, poses.world_T_cam_44[index])
+
+
+def depth_maps(sequence: Sequence, poses: PoseEstimate, config: RunConfig, report: RunReport) -> Iterator[DepthMap]:
+    """Depth maps from the source `config.depth.source` names."""
+    if config.depth.source == "sensor":
+        return sensor_depth_maps(sequence, poses, report)
+    raise ValueError(f"--depth {config.depth.source}: not available; use --depth sensor")
+
+
+def write_outputs(
+    out_dir: Path, volume: TSDFVolume | None, sequence: Sequence, poses: PoseEstimate | None, report: RunReport
+) -> None:
+    """Write mesh, cloud, trajectory and report of whatever has been computed so far."""
+    with timed(report, "write"):
+        if volume is not None and volume.frames_integrated > 0:
+            report.outputs.append(str(write_ply(out_dir / "mesh.ply", volume.mesh())))
+            report.outputs.append(str(write_ply(out_dir / "cloud.ply", volume.point_cloud())))
+        if poses is not None and poses.world_T_cam_44:
+            indices = sorted(poses.world_T_cam_44)
+            text = format_tum_trajectory(
+                [sequence.timestamp(i) for i in indices], [poses.world_T_cam_44[i] for i in indices]
+            )
+            report.outputs.append(str(write_text_atomic(out_dir / "trajectory.txt", text)))
+    report.outputs.append(str(out_dir / "report.json"))
+    report.skipped = dict(sorted(report.skipped.items()))
+    write_json_atomic(out_dir / "report.json", asdict(report))
+
+
+def run(config: RunConfig) -> RunReport:
+    """Reconstruct `config.sequence` into `config.out`; returns the report written there."""
+    out_dir = Path(config.out) if config.out else default_out_dir(config.sequence.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "config.yaml", to_yaml(config))
+    sequence = load_sequence(config)
+    report = RunReport(
+        sequence=str(sequence.root),
+        layout=sequence.layout,
+        poses=config.tracking.poses,
+        depth=config.depth.source,
+        units="metres",
+        frames_selected=len(sequence),
+        skipped=dict(sequence.skipped),
+    )
+    volume: TSDFVolume | None = None
+    poses: PoseEstimate | None = None
+    try:
+        with timed(report, "poses"):
+            poses = estimate_poses(sequence, config.tracking)
+        report.units = poses.units
+        report.frames_posed = sum(i in poses.world_T_cam_44 for i in sequence.indices)
+        volume = TSDFVolume(config.fusion)
+        fusion_seconds = 0.0
+        depth_iter = depth_maps(sequence, poses, config, report)
+        progress = tqdm(total=len(sequence), desc="depth + fusion", unit="frame")
+        loop_start = time.perf_counter()
+        for depth_map in depth_iter:
+            start = time.perf_counter()
+            volume.integrate(
+                depth_map.depth_hw,
+                depth_map.frame.image_hw3,
+                sequence.camera,
+                invert_pose_44(depth_map.world_T_cam_44),
+            )
+            fusion_seconds += time.perf_counter() - start
+            progress.update(1)
+        progress.close()
+        report.seconds["depth"] = time.perf_counter() - loop_start - fusion_seconds
+        report.seconds["fusion"] = fusion_seconds
+        report.fusion_frames_per_second = volume.frames_integrated / max(fusion_seconds, 1e-9)
+        report.status = "complete"
+    except KeyboardInterrupt:
+        report.status = "interrupted"
+        raise
+    except Exception as error:
+        report.status = f"failed: {error}"
+        raise
+    finally:
+        if volume is not None:
+            report.frames_fused = volume.frames_integrated
+        write_outputs(out_dir, volume, sequence, poses, report)
+    return report

@@ -1,0 +1,91 @@
+"""`python -m mvs.run`: reconstruct a sequence into a mesh, a point cloud and a trajectory.
+
+With no arguments it generates (once, then cached) and reconstructs `synthetic/room0`.
+Settings come from the dataclass defaults, then `--config YAML`, then the flags below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from mvs.config import RunConfig, load_yaml, resolve_device, to_yaml, update_dataclass
+from mvs.pipeline import run
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mvs.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--sequence", help="name under sequences/ or a path (default synthetic/room0)")
+    parser.add_argument("--out", help="output folder (default outputs/<sequence>)")
+    parser.add_argument("--poses", choices=["gt", "track", "rgbd"], help="where camera poses come from")
+    parser.add_argument("--scale", choices=["none", "sensor", "gt"], help="how monocular scale is fixed")
+    parser.add_argument("--depth", choices=["sensor", "classic", "learned"], help="where depth comes from")
+    parser.add_argument("--frames", help="START:STOP:STEP over dataset frame indices")
+    parser.add_argument("--keyframes", choices=["auto", "all"], help="which frames get a depth map")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device")
+    parser.add_argument("--voxel-size", type=float, help="TSDF voxel size in metres")
+    parser.add_argument("--config", type=Path, help="YAML file overriding the defaults")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """Defaults, then the YAML file, then the command line."""
+    config = RunConfig()
+    if args.config is not None:
+        update_dataclass(config, load_yaml(args.config), str(args.config))
+    overrides = {
+        "sequence": {"name": args.sequence, "frames": args.frames},
+        "tracking": {"poses": args.poses, "scale": args.scale},
+        "depth": {"source": args.depth, "keyframes": args.keyframes},
+        "fusion": {"voxel_size": args.voxel_size},
+        "out": args.out,
+        "device": args.device,
+    }
+    update_dataclass(config, drop_unset(overrides), "command line")
+    config.device = resolve_device(config.device)
+    return config
+
+
+def drop_unset(values: dict) -> dict:
+    """The flags that were given: nested mappings without their None entries."""
+    kept = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            value = drop_unset(value)
+            if value:
+                kept[key] = value
+        elif value is not None:
+            kept[key] = value
+    return kept
+
+
+def raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    try:
+        config = build_config(parse_args(argv))
+        print(to_yaml(config), end="")
+        report = run(config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: wrote what was fused so far (see report.json)", file=sys.stderr)
+        return 130
+    print(f"fused {report.frames_fused} of {report.frames_selected} frames "
+          f"({report.fusion_frames_per_second:.0f} frames/s); units: {report.units}")
+    print("wrote:")
+    for path in report.outputs:
+        print(f"  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

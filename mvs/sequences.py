@@ -1,0 +1,599 @@
+"""Sequence loaders: ScanNet exports, 7-Scenes, TUM RGB-D and plain image folders.
+
+`open_sequence` finds a sequence folder, detects its layout, reads the cheap parts (file
+lists, intrinsics, poses) and returns a lazy `Sequence` whose frames are read from disk on
+access. Every frame comes out in one colour camera: uint8 RGB, depth in metres registered
+to that camera (0 where invalid), and the camera-to-world pose `world_T_cam_44`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mvs.geometry import is_valid_pose_44, quaternion_to_matrix_33, register_depth_hw
+from mvs.types import Camera, Frame, Sequence
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+TUM_MAX_TIME_DIFFERENCE = 0.02
+"""Seconds between an rgb timestamp and the depth or ground truth associated with it."""
+
+SEVEN_SCENES_COLOUR_FX_FY_CX_CY = (525.0, 525.0, 320.0, 240.0)
+SEVEN_SCENES_DEPTH_FX_FY_CX_CY = (585.0, 585.0, 320.0, 240.0)
+TUM_FX_FY_CX_CY = {
+    "freiburg1": (517.3, 516.5, 318.6, 255.3),
+    "freiburg2": (520.9, 521.0, 325.1, 249.7),
+    "freiburg3": (535.4, 539.2, 320.1, 247.6),
+}
+TUM_DEFAULT_FX_FY_CX_CY = (525.0, 525.0, 319.5, 239.5)
+DATASET_DEFAULT_SIZE_WH = (640, 480)
+"""Image size the dataset default intrinsics above describe; other sizes are scaled."""
+
+UNKNOWN_LAYOUT = (
+    "unknown sequence layout; expected one of: ScanNet export (color/, depth/, pose/, "
+    "intrinsic/), 7-Scenes (frame-NNNNNN.color.png), TUM RGB-D (rgb.txt), image folder (images/)"
+)
+
+
+def parse_frames(spec: str) -> tuple[int | None, int | None, int | None]:
+    """(start, stop, step) of a "START:STOP:STEP" frame selection; empty parts are None.
+
+    Accepts "0:1000:2", ":", "10:", "::5" over dataset frame indices.
+    """
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not all(p.strip() == "" or p.strip().isdigit() for p in parts):
+        raise ValueError(
+            f"frames '{spec}': expected START:STOP:STEP with non-negative integers "
+            "(any part may be empty), e.g. 0:1000:2 or ::5"
+        )
+    start, stop, step = (int(p) if p.strip() else None for p in parts + [""] * (3 - len(parts)))
+    if step == 0:
+        raise ValueError(f"frames '{spec}': STEP must be >= 1, got 0")
+    return start, stop, step
+
+
+def resolve_sequence_path(name: str, sequences_dir: Path) -> Path:
+    """The folder of sequence `name`: `sequences_dir / name`, else `name` as a path.
+
+    A name without its ScanNet scan suffix also matches: "scannet/scene0000" finds
+    "scannet/scene0000_00" (the first sorted folder matching "scene0000_*").
+    """
+    candidates = [Path(sequences_dir) / name, Path(name)]
+    tried = []
+    for candidate in candidates:
+        tried.append(str(candidate))
+        if candidate.is_dir():
+            return candidate
+    for candidate in candidates:
+        tried.append(f"{candidate}_*")
+        if candidate.parent.is_dir():
+            matches = sorted(p for p in candidate.parent.glob(f"{candidate.name}_*") if p.is_dir())
+            if matches:
+                return matches[0]
+    raise FileNotFoundError(f"sequence '{name}' not found; tried: {', '.join(tried)}")
+
+
+def open_sequence(
+    name: str,
+    sequences_dir: Path = Path("sequences"),
+    frames: str = ":",
+    intrinsics: tuple[float, float, float, float] | None = None,
+) -> Sequence:
+    """Open the sequence `name` lazily, keeping the dataset frame indices in `frames`.
+
+    `intrinsics` (fx, fy, cx, cy in pixels of the colour images as stored) overrides the
+    colour camera the layout would give. Frames whose ground-truth pose is missing or not
+    a rigid transform are dropped and listed in `Sequence.skipped`.
+    """
+    root = resolve_sequence_path(name, sequences_dir)
+    if intrinsics is not None:
+        intrinsics = _check_intrinsics(intrinsics)
+    if (root / "color").is_dir():
+        sequence = _open_scannet(root, intrinsics)
+    elif any(_is_7scenes_colour(file_name) for file_name in os.listdir(root)):
+        sequence = _open_7scenes(root, intrinsics)
+    elif (root / "rgb.txt").is_file():
+        sequence = _open_tum(root, intrinsics)
+    elif (root / "images").is_dir():
+        sequence = _open_folder(root, intrinsics)
+    else:
+        raise ValueError(f"{root}: {UNKNOWN_LAYOUT}")
+    return sequence.select(*parse_frames(frames))
+
+
+@dataclass(frozen=True)
+class _FrameFiles:
+    """Where one frame lives on disk, and its ground-truth pose read at open time.
+
+    `pose_source` names where the pose came from (or should have), for skip reasons.
+    """
+
+    index: int
+    timestamp: float
+    image_path: Path
+    depth_path: Path | None
+    world_T_cam_44: np.ndarray | None
+    pose_source: str
+
+
+@dataclass(frozen=True)
+class _DepthFormat:
+    """The depth images as stored: their camera (intrinsics, size) and metres per unit."""
+
+    camera: Camera
+    metres_per_unit: float
+
+
+@dataclass(frozen=True)
+class _FrameReader:
+    """Reads frames by dataset index into `camera` (picklable, for worker processes).
+
+    `stored_camera` is the colour camera at the resolution of the files; images are
+    resized to `camera`'s resolution and depth is registered into `camera`.
+    """
+
+    root: Path
+    camera: Camera
+    stored_camera: Camera
+    depth_format: _DepthFormat | None
+    files_by_index: dict[int, _FrameFiles]
+
+    def __call__(self, index: int) -> Frame:
+        files = self.files_by_index.get(index)
+        if files is None:
+            raise ValueError(f"{self.root}: no frame with dataset index {index}")
+        image_hw3 = _read_image_hw3(files.image_path, self.stored_camera)
+        size_wh = (self.camera.width, self.camera.height)
+        if image_hw3.shape[:2] != (self.camera.height, self.camera.width):
+            image_hw3 = cv2.resize(image_hw3, size_wh, interpolation=cv2.INTER_AREA)
+        depth_hw = None
+        if self.depth_format is not None and files.depth_path is not None:
+            depth_hw = self._read_registered_depth_hw(files.depth_path)
+        world_T_cam_44 = None if files.world_T_cam_44 is None else files.world_T_cam_44.copy()
+        return Frame(files.index, files.timestamp, image_hw3, depth_hw, world_T_cam_44)
+
+    def _read_registered_depth_hw(self, path: Path) -> np.ndarray:
+        """(H, W) float32 metres in `camera`, 0 where invalid."""
+        depth_camera = self.depth_format.camera
+        raw_hw = _read_depth_raw_hw(path, depth_camera)
+        valid_hw = (raw_hw > 0) & (raw_hw < np.iinfo(np.uint16).max)
+        depth_hw = np.where(valid_hw, raw_hw * np.float32(self.depth_format.metres_per_unit), 0)
+        depth_hw = depth_hw.astype(np.float32)
+        same_size = (depth_camera.width, depth_camera.height) == (self.camera.width, self.camera.height)
+        if same_size and np.allclose(depth_camera.K_33, self.camera.K_33):
+            return depth_hw
+        return register_depth_hw(
+            depth_hw, depth_camera.K_33, self.camera.K_33, self.camera.width, self.camera.height
+        )
+
+
+def _assemble(
+    root: Path,
+    layout: str,
+    camera: Camera,
+    stored_camera: Camera,
+    depth_format: _DepthFormat | None,
+    frame_files: list[_FrameFiles],
+    has_poses: bool,
+) -> Sequence:
+    """A lazy Sequence over `frame_files`, dropping frames without a valid pose when
+    the sequence has poses."""
+    if not frame_files:
+        raise ValueError(f"{root}: no frames found ({layout} layout)")
+    kept: list[_FrameFiles] = []
+    skipped: dict[int, str] = {}
+    for files in frame_files:
+        if has_poses and files.world_T_cam_44 is None:
+            skipped[files.index] = f"no pose in {files.pose_source}"
+        elif has_poses and not is_valid_pose_44(files.world_T_cam_44):
+            skipped[files.index] = f"invalid pose in {files.pose_source}"
+        else:
+            kept.append(files)
+    if skipped:
+        first_index = next(iter(skipped))
+        logger.warning(
+            "%s: skipped %d of %d frames without a valid pose (frame %d: %s)",
+            root, len(skipped), len(frame_files), first_index, skipped[first_index],
+        )
+    if not kept:
+        raise ValueError(f"{root}: every frame was skipped; frame {first_index}: {skipped[first_index]}")
+    reader = _FrameReader(root, camera, stored_camera, depth_format, {f.index: f for f in kept})
+    return Sequence(
+        name=_sequence_name(root),
+        root=root,
+        layout=layout,
+        camera=camera,
+        indices=[f.index for f in kept],
+        load_frame=reader,
+        has_depth=depth_format is not None,
+        has_poses=has_poses,
+        has_mesh=(root / "mesh.ply").is_file(),
+        skipped=skipped,
+    )
+
+
+def _sequence_name(root: Path) -> str:
+    """`root` relative to the current directory's `sequences/` when inside it, else its name."""
+    try:
+        return root.resolve().relative_to(Path("sequences").resolve()).as_posix()
+    except ValueError:
+        return root.name
+
+
+def _open_scannet(root: Path, intrinsics: tuple[float, float, float, float] | None) -> Sequence:
+    """ScanNet export: color/{i}.jpg, depth/{i}.png (mm), pose/{i}.txt, intrinsic/*.txt.
+
+    The working resolution is the depth resolution when depth exists: colour is resized
+    and its K scaled, depth is registered into that camera.
+    """
+    colour_paths = {_integer_stem(p): p for p in _list_images(root / "color")}
+    indices = sorted(colour_paths)
+    colour_size_wh = _first_image_size_wh([colour_paths[i] for i in indices], root / "color")
+    if intrinsics is not None:
+        colour_K_33 = _K_33(*intrinsics)
+    else:
+        colour_K_33 = _read_matrix(root / "intrinsic" / "intrinsic_color.txt", (4, 4))[:3, :3]
+    stored_camera = Camera(colour_K_33, *colour_size_wh)
+    camera, depth_format, depth_paths = stored_camera, None, {}
+    if (root / "depth").is_dir():
+        depth_paths = {_integer_stem(p): p for p in (root / "depth").glob("*.png")}
+        depth_size_wh = _first_image_size_wh([depth_paths[i] for i in sorted(depth_paths)], root / "depth")
+        depth_K_33 = _read_matrix(root / "intrinsic" / "intrinsic_depth.txt", (4, 4))[:3, :3]
+        depth_format = _DepthFormat(Camera(depth_K_33, *depth_size_wh), 1e-3)
+        camera = stored_camera.scaled(*depth_size_wh)
+    pose_dir = root / "pose"
+    has_poses = pose_dir.is_dir()
+    pose_names = set(os.listdir(pose_dir)) if has_poses else set()
+    frame_files = []
+    for index in indices:
+        pose_path = pose_dir / f"{index}.txt"
+        world_T_cam_44 = _read_matrix(pose_path, (4, 4)) if pose_path.name in pose_names else None
+        frame_files.append(
+            _FrameFiles(index, float(index), colour_paths[index], depth_paths.get(index), world_T_cam_44, str(pose_path))
+        )
+    return _assemble(root, "scannet", camera, stored_camera, depth_format, frame_files, has_poses)
+
+
+def _is_7scenes_colour(file_name: str) -> bool:
+    return file_name.startswith("frame-") and file_name.endswith((".color.png", ".color.jpg"))
+
+
+def _open_7scenes(root: Path, intrinsics: tuple[float, float, float, float] | None) -> Sequence:
+    """7-Scenes: frame-NNNNNN.{color.png|jpg, depth.png (mm), pose.txt}.
+
+    Colour camera fx = fy = 525, cx, cy = 320, 240 at 640x480 (scaled to other sizes)
+    unless `intrinsics` is given; depth camera from camera-intrinsics.txt, else 585/585/
+    320/240 at 640x480. Depth is registered into the colour camera.
+    """
+    file_names = set(os.listdir(root))
+    colour_paths = {
+        int(name[len("frame-"):].split(".")[0]): root / name
+        for name in file_names
+        if _is_7scenes_colour(name) and name[len("frame-"):].split(".")[0].isdigit()
+    }
+    indices = sorted(colour_paths)
+    colour_size_wh = _first_image_size_wh([colour_paths[i] for i in indices], root)
+    stored_camera = _dataset_camera(intrinsics or SEVEN_SCENES_COLOUR_FX_FY_CX_CY, colour_size_wh, intrinsics)
+    depth_paths = {i: root / f"frame-{i:06d}.depth.png" for i in indices if f"frame-{i:06d}.depth.png" in file_names}
+    depth_format = None
+    if depth_paths:
+        depth_size_wh = _first_image_size_wh([depth_paths[i] for i in sorted(depth_paths)], root)
+        intrinsics_path = root / "camera-intrinsics.txt"
+        if intrinsics_path.is_file():
+            depth_camera = Camera(_read_intrinsics_K_33(intrinsics_path), *depth_size_wh)
+        else:
+            depth_camera = _dataset_camera(SEVEN_SCENES_DEPTH_FX_FY_CX_CY, depth_size_wh, None)
+        depth_format = _DepthFormat(depth_camera, 1e-3)
+    has_poses = any(name.endswith(".pose.txt") for name in file_names)
+    frame_files = []
+    for index in indices:
+        pose_path = root / f"frame-{index:06d}.pose.txt"
+        world_T_cam_44 = _read_matrix(pose_path, (4, 4)) if pose_path.name in file_names else None
+        frame_files.append(
+            _FrameFiles(index, float(index), colour_paths[index], depth_paths.get(index), world_T_cam_44, str(pose_path))
+        )
+    return _assemble(root, "7scenes", stored_camera, stored_camera, depth_format, frame_files, has_poses)
+
+
+def _open_tum(root: Path, intrinsics: tuple[float, float, float, float] | None) -> Sequence:
+    """TUM RGB-D: rgb.txt, depth.txt (timestamp filename), groundtruth.txt (TUM poses).
+
+    Depth (uint16 / 5000 = metres, already registered to rgb) and poses are associated to
+    each rgb timestamp by the nearest timestamp within 0.02 s. Intrinsics from K.txt, else
+    by the freiburg number in the folder name.
+    """
+    rgb_times_n, rgb_paths = _read_tum_file_list(root / "rgb.txt")
+    colour_size_wh = _first_image_size_wh(rgb_paths, root / "rgb.txt")
+    if intrinsics is not None:
+        stored_camera = Camera(_K_33(*intrinsics), *colour_size_wh)
+    elif (root / "K.txt").is_file():
+        stored_camera = Camera(_read_intrinsics_K_33(root / "K.txt"), *colour_size_wh)
+    else:
+        fx_fy_cx_cy = next(
+            (value for key, value in TUM_FX_FY_CX_CY.items() if key in root.resolve().name),
+            TUM_DEFAULT_FX_FY_CX_CY,
+        )
+        stored_camera = _dataset_camera(fx_fy_cx_cy, colour_size_wh, None)
+    depth_for_rgb: list[Path | None] = [None] * len(rgb_paths)
+    depth_format = None
+    if (root / "depth.txt").is_file():
+        depth_times_m, depth_paths = _read_tum_file_list(root / "depth.txt")
+        if depth_paths:
+            nearest_n = _nearest_within(rgb_times_n, depth_times_m, TUM_MAX_TIME_DIFFERENCE)
+            depth_for_rgb = [depth_paths[j] if j >= 0 else None for j in nearest_n]
+            depth_format = _DepthFormat(stored_camera, 1.0 / 5000.0)
+    gt_path = root / "groundtruth.txt"
+    has_poses = gt_path.is_file()
+    pose_for_rgb: list[np.ndarray | None] = [None] * len(rgb_paths)
+    if has_poses:
+        gt_times_m, world_T_cam_m44 = _read_tum_trajectory(gt_path)
+        nearest_n = _nearest_within(rgb_times_n, gt_times_m, TUM_MAX_TIME_DIFFERENCE)
+        pose_for_rgb = [world_T_cam_m44[j] if j >= 0 else None for j in nearest_n]
+    frame_files = [
+        _FrameFiles(
+            index, float(rgb_times_n[index]), rgb_paths[index], depth_for_rgb[index], pose_for_rgb[index],
+            f"{gt_path} within {TUM_MAX_TIME_DIFFERENCE} s of t={rgb_times_n[index]:.6f}",
+        )
+        for index in range(len(rgb_paths))
+    ]
+    return _assemble(root, "tum", stored_camera, stored_camera, depth_format, frame_files, has_poses)
+
+
+def _open_folder(root: Path, intrinsics: tuple[float, float, float, float] | None) -> Sequence:
+    """Image folder: images/*.{png,jpg,jpeg}, optional depth/{stem}.png (mm), optional
+    poses.txt (one flattened row-major 4x4 camera-to-world per image), K.txt.
+
+    Frame indices are the integer file stems when every stem is a distinct integer, else
+    positions in sorted order.
+    """
+    image_paths = sorted(_list_images(root / "images"))
+    stems = [p.stem for p in image_paths]
+    if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        order = sorted(range(len(stems)), key=lambda k: int(stems[k]))
+        image_paths = [image_paths[k] for k in order]
+        indices = [int(p.stem) for p in image_paths]
+    else:
+        indices = list(range(len(image_paths)))
+    colour_size_wh = _first_image_size_wh(image_paths, root / "images")
+    if intrinsics is not None:
+        K_33 = _K_33(*intrinsics)
+    elif (root / "K.txt").is_file():
+        K_33 = _read_intrinsics_K_33(root / "K.txt")
+    else:
+        raise ValueError(
+            f"{root}: no camera intrinsics; give --intrinsics fx,fy,cx,cy or put K.txt in the folder"
+        )
+    camera = Camera(K_33, *colour_size_wh)
+    depth_dir = root / "depth"
+    depth_names = set(os.listdir(depth_dir)) if depth_dir.is_dir() else set()
+    depth_format = _DepthFormat(camera, 1e-3) if depth_names else None
+    poses_path = root / "poses.txt"
+    has_poses = poses_path.is_file()
+    world_T_cam_n44 = _read_flat_poses_n44(poses_path, len(image_paths)) if has_poses else None
+    frame_files = [
+        _FrameFiles(
+            index, float(index), path,
+            depth_dir / f"{path.stem}.png" if f"{path.stem}.png" in depth_names else None,
+            None if world_T_cam_n44 is None else world_T_cam_n44[k],
+            f"{poses_path} line {k + 1}",
+        )
+        for k, (index, path) in enumerate(zip(indices, image_paths))
+    ]
+    return _assemble(root, "folder", camera, camera, depth_format, frame_files, has_poses)
+
+
+def _check_intrinsics(intrinsics: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    values = tuple(float(v) for v in intrinsics)
+    if len(values) != 4 or values[0] <= 0 or values[1] <= 0:
+        raise ValueError(f"intrinsics: expected fx,fy,cx,cy with fx, fy > 0 (pixels), got {intrinsics}")
+    return values
+
+
+def _K_33(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def _dataset_camera(
+    fx_fy_cx_cy: tuple[float, float, float, float],
+    size_wh: tuple[int, int],
+    intrinsics: tuple[float, float, float, float] | None,
+) -> Camera:
+    """The camera of images of `size_wh`: `intrinsics` as given (pixels of those images),
+    else a dataset default for 640x480 images scaled to `size_wh`."""
+    if intrinsics is not None:
+        return Camera(_K_33(*intrinsics), *size_wh)
+    return Camera(_K_33(*fx_fy_cx_cy), *DATASET_DEFAULT_SIZE_WH).scaled(*size_wh)
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _integer_stem(path: Path) -> int:
+    if not path.stem.isdigit():
+        raise ValueError(f"{path}: expected an integer frame number as the file name")
+    return int(path.stem)
+
+
+def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(1-based line number, whitespace-separated tokens) of every line that is neither
+    blank nor a '#' comment."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    rows = []
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        tokens = line.split()
+        if tokens and not tokens[0].startswith("#"):
+            rows.append((line_number, tokens))
+    return rows
+
+
+def _parse_floats(path: Path, line_number: int, tokens: list[str]) -> list[float]:
+    try:
+        return [float(t) for t in tokens]
+    except ValueError:
+        raise ValueError(f"{path}: line {line_number}: expected numbers, got '{' '.join(tokens)}'") from None
+
+
+def _read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A float64 matrix of `shape` written as rows of numbers (inf and nan allowed)."""
+    rows = [_parse_floats(path, n, tokens) for n, tokens in _read_rows(path)]
+    if len({len(r) for r in rows}) > 1:
+        raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} matrix, got rows of lengths {[len(r) for r in rows]}")
+    matrix = np.array(rows, dtype=np.float64)
+    if matrix.shape != shape:
+        raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} matrix, got shape {matrix.shape}")
+    return matrix
+
+
+def _read_intrinsics_K_33(path: Path) -> np.ndarray:
+    """K (3, 3) from a 3x3 matrix or a single line "fx fy cx cy" (pixels)."""
+    rows = [_parse_floats(path, n, tokens) for n, tokens in _read_rows(path)]
+    if len(rows) == 1 and len(rows[0]) == 4:
+        return _K_33(*rows[0])
+    if len(rows) == 3 and all(len(r) == 3 for r in rows):
+        return np.array(rows, dtype=np.float64)
+    raise ValueError(
+        f"{path}: expected a 3x3 intrinsic matrix or one line 'fx fy cx cy', got rows of lengths {[len(r) for r in rows]}"
+    )
+
+
+def _read_flat_poses_n44(path: Path, count: int) -> np.ndarray:
+    """(count, 4, 4) camera-to-world poses, one flattened row-major 4x4 per line."""
+    rows = _read_rows(path)
+    if len(rows) != count:
+        raise ValueError(f"{path}: expected {count} lines (one pose per image), got {len(rows)}")
+    world_T_cam_n44 = np.empty((count, 4, 4))
+    for k, (line_number, tokens) in enumerate(rows):
+        values = _parse_floats(path, line_number, tokens)
+        if len(values) != 16:
+            raise ValueError(f"{path}: line {line_number}: expected 16 numbers (a flattened 4x4 matrix), got {len(values)}")
+        world_T_cam_n44[k] = np.reshape(values, (4, 4))
+    return world_T_cam_n44
+
+
+def _read_tum_file_list(path: Path) -> tuple[np.ndarray, list[Path]]:
+    """Timestamps (N,) in seconds and file paths of a TUM rgb.txt or depth.txt."""
+    times, paths = [], []
+    for line_number, tokens in _read_rows(path):
+        if len(tokens) < 2:
+            raise ValueError(f"{path}: line {line_number}: expected 'timestamp filename', got '{' '.join(tokens)}'")
+        times.append(_parse_floats(path, line_number, tokens[:1])[0])
+        paths.append(path.parent / tokens[1])
+    return np.array(times, dtype=np.float64), paths
+
+
+def _read_tum_trajectory(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Timestamps (M,) in seconds and camera-to-world poses (M, 4, 4) of a TUM trajectory
+    ("timestamp tx ty tz qx qy qz qw" per line)."""
+    times, world_T_cam_m44 = [], []
+    for line_number, tokens in _read_rows(path):
+        values = _parse_floats(path, line_number, tokens)
+        if len(values) != 8:
+            raise ValueError(f"{path}: line {line_number}: expected 'timestamp tx ty tz qx qy qz qw', got {len(values)} numbers")
+        world_T_cam_44 = np.eye(4)
+        world_T_cam_44[:3, :3] = quaternion_to_matrix_33(np.array(values[4:8]))
+        world_T_cam_44[:3, 3] = values[1:4]
+        times.append(values[0])
+        world_T_cam_m44.append(world_T_cam_44)
+    return np.array(times, dtype=np.float64), np.array(world_T_cam_m44).reshape(-1, 4, 4)
+
+
+def _nearest_within(query_n: np.ndarray, reference_m: np.ndarray, max_difference: float) -> np.ndarray:
+    """(N,) index into `reference_m` of the nearest value to each query, -1 when the
+    nearest is more than `max_difference` away (or `reference_m` is empty)."""
+    if len(reference_m) == 0:
+        return np.full(len(query_n), -1)
+    order_m = np.argsort(reference_m, kind="stable")
+    sorted_m = reference_m[order_m]
+    right_n = np.clip(np.searchsorted(sorted_m, query_n), 1, len(sorted_m) - 1) if len(sorted_m) > 1 else np.zeros(len(query_n), int)
+    left_n = np.maximum(right_n - 1, 0)
+    take_left_n = np.abs(query_n - sorted_m[left_n]) <= np.abs(sorted_m[right_n] - query_n)
+    nearest_n = np.where(take_left_n, left_n, right_n)
+    too_far_n = np.abs(sorted_m[nearest_n] - query_n) > max_difference
+    return np.where(too_far_n, -1, order_m[nearest_n])
+
+
+def _read_image_hw3(path: Path, stored_camera: Camera) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a colour image that must be `stored_camera`'s size."""
+    image_hw3 = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
+    if image_hw3 is None:
+        raise ValueError(f"{path}: cannot read image")
+    _check_size(path, image_hw3, stored_camera)
+    return image_hw3
+
+
+def _read_depth_raw_hw(path: Path, depth_camera: Camera) -> np.ndarray:
+    """(H, W) uint16 raw depth of a single-channel 16-bit PNG of `depth_camera`'s size."""
+    raw_hw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw_hw is None:
+        raise ValueError(f"{path}: cannot read image")
+    if raw_hw.ndim != 2 or raw_hw.dtype != np.uint16:
+        raise ValueError(
+            f"{path}: expected a single-channel uint16 depth image, got {raw_hw.dtype} with shape {raw_hw.shape}"
+        )
+    _check_size(path, raw_hw, depth_camera)
+    return raw_hw
+
+
+def _check_size(path: Path, image: np.ndarray, camera: Camera) -> None:
+    if image.shape[:2] != (camera.height, camera.width):
+        raise ValueError(
+            f"{path}: expected a {camera.width}x{camera.height} image like the first of the "
+            f"sequence, got {image.shape[1]}x{image.shape[0]}"
+        )
+
+
+def _first_image_size_wh(paths: list[Path], where: Path) -> tuple[int, int]:
+    """(width, height) from the header of the first of `paths` whose PNG or JPEG header
+    is readable, so that opening a sequence decodes no image."""
+    if not paths:
+        raise ValueError(f"{where}: no images found (expected {', '.join(IMAGE_SUFFIXES)})")
+    for path in paths:
+        size_wh = _image_header_size_wh(path)
+        if size_wh is not None:
+            return size_wh
+    raise ValueError(f"{paths[0]}: cannot read image size (no readable PNG or JPEG header in {where})")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_START_OF_FRAME = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _image_header_size_wh(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a PNG IHDR chunk or a JPEG start-of-frame segment, or None."""
+    with open(path, "rb") as file:
+        head = file.read(24)
+        if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return width, height
+        if head[:2] != b"\xff\xd8":
+            return None
+        file.seek(2)
+        while True:
+            marker = file.read(2)
+            if len(marker) < 2 or marker[0] != 0xFF:
+                return None
+            while marker[1] == 0xFF:
+                marker = marker[1:] + file.read(1)
+                if len(marker) < 2:
+                    return None
+            length_bytes = file.read(2)
+            if len(length_bytes) < 2:
+                return None
+            (length,) = struct.unpack(">H", length_bytes)
+            if marker[1] in _JPEG_START_OF_FRAME:
+                segment = file.read(5)
+                if len(segment) < 5:
+                    return None
+                height, width = struct.unpack(">HH", segment[1:5])
+                return width, height
+            file.seek(length - 2, os.SEEK_CUR)
