@@ -514,8 +514,9 @@ def _nearest_within(query_n: np.ndarray, reference_m: np.ndarray, max_difference
         return np.full(len(query_n), -1)
     order_m = np.argsort(reference_m, kind="stable")
     sorted_m = reference_m[order_m]
-    right_n = np.clip(np.searchsorted(sorted_m, query_n), 1, len(sorted_m) - 1) if len(sorted_m) > 1 else np.zeros(len(query_n), int)
-    left_n = np.maximum(right_n - 1, 0)
+    position_n = np.searchsorted(sorted_m, query_n)
+    right_n = np.minimum(position_n, len(sorted_m) - 1)
+    left_n = np.maximum(position_n - 1, 0)
     take_left_n = np.abs(query_n - sorted_m[left_n]) <= np.abs(sorted_m[right_n] - query_n)
     nearest_n = np.where(take_left_n, left_n, right_n)
     too_far_n = np.abs(sorted_m[nearest_n] - query_n) > max_difference

@@ -1,0 +1,199 @@
+"""Plane-sweep cost volumes over fronto-parallel planes of the reference camera.
+
+Pixels (u, v) have their centres at integer coordinates; camera frames are x right, y down,
+z forward, in metres. `src_T_ref_44` maps reference-camera points into a source camera. A
+cost volume holds one matching cost per depth hypothesis and reference pixel, lower is
+better, averaged over the sources that see the pixel's plane point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Cost of a pixel no source sees: the cost of uncorrelated signals (1 - correlation 0).
+NEUTRAL_COST = 1.0
+
+
+@dataclass
+class CostVolume:
+    """A plane-sweep cost volume.
+
+    cost_bdhw: mean cost over the sources in view, in [0, 2] (1 - correlation); pixels and
+        planes no source sees hold `NEUTRAL_COST`.
+    valid_count_bdhw: number of sources (float) whose image contains the plane point.
+    depth_d: the plane depths in metres, ascending (uniform in inverse depth).
+    """
+
+    cost_bdhw: torch.Tensor
+    valid_count_bdhw: torch.Tensor
+    depth_d: torch.Tensor
+
+
+def inverse_depth_hypotheses_d(
+    near: float, far: float, num_hypotheses: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """(D,) float32 plane depths in metres from `near` to `far`, uniform in inverse depth."""
+    if not 0 < near < far:
+        raise ValueError(f"depth range: expected 0 < near < far, got near={near}, far={far}")
+    if num_hypotheses < 2:
+        raise ValueError(f"expected at least 2 depth hypotheses, got {num_hypotheses}")
+    inverse_d = torch.linspace(1.0 / near, 1.0 / far, num_hypotheses, dtype=torch.float64)
+    return (1.0 / inverse_d).to(device=device, dtype=torch.float32)
+
+
+def plane_homographies_bnd33(
+    K_ref_b33: torch.Tensor, K_src_bn33: torch.Tensor, src_T_ref_bn44: torch.Tensor, depth_d: torch.Tensor
+) -> torch.Tensor:
+    """(B, N, D, 3, 3) homographies mapping reference pixels to source pixels.
+
+    For the plane z = d of the reference camera (normal n = (0, 0, 1)):
+    H = K_src (R + t n^T / d) K_ref^-1 with (R, t) = src_T_ref. Applied to a homogeneous
+    reference pixel, the third coordinate of the result is z_src / d.
+    """
+    R_bn33 = src_T_ref_bn44[..., :3, :3]
+    t_bn3 = src_T_ref_bn44[..., :3, 3]
+    # t n^T has only its last column non-zero: t / d.
+    tn_bnd33 = torch.zeros(*t_bn3.shape[:2], len(depth_d), 3, 3, dtype=t_bn3.dtype, device=t_bn3.device)
+    tn_bnd33[..., 2] = t_bn3[:, :, None, :] / depth_d.to(t_bn3)[None, None, :, None]
+    K_ref_inv_b33 = torch.linalg.inv(K_ref_b33)
+    return K_src_bn33[:, :, None] @ (R_bn33[:, :, None] + tn_bnd33) @ K_ref_inv_b33[:, None, None]
+
+
+def sampling_grids_bndhw2(
+    H_bnd33: torch.Tensor, height: int, width: int, src_height: int, src_width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each reference pixel of each plane lands in its source image.
+
+    Returns grid_bndhw2, the source pixel in grid_sample's normalised coordinates
+    (align_corners=True: -1 and +1 are the centres of the first and last pixels), and
+    valid_bndhw, True where the plane point is in front of the source camera and lands
+    within the source's pixel centres [0, src_width - 1] x [0, src_height - 1].
+    """
+    v_hw, u_hw = torch.meshgrid(
+        torch.arange(height, dtype=H_bnd33.dtype, device=H_bnd33.device),
+        torch.arange(width, dtype=H_bnd33.dtype, device=H_bnd33.device),
+        indexing="ij",
+    )
+    pixels_3p = torch.stack([u_hw.reshape(-1), v_hw.reshape(-1), torch.ones_like(u_hw).reshape(-1)])
+    projected_bnd3p = H_bnd33 @ pixels_3p
+    z_bndp = projected_bnd3p[..., 2, :]
+    in_front_bndp = z_bndp > 1e-6
+    z_safe_bndp = torch.where(in_front_bndp, z_bndp, torch.ones_like(z_bndp))
+    u_bndp = projected_bnd3p[..., 0, :] / z_safe_bndp
+    v_bndp = projected_bnd3p[..., 1, :] / z_safe_bndp
+    tolerance = 1e-3
+    valid_bndp = (
+        in_front_bndp
+        & (u_bndp >= -tolerance)
+        & (u_bndp <= src_width - 1 + tolerance)
+        & (v_bndp >= -tolerance)
+        & (v_bndp <= src_height - 1 + tolerance)
+    )
+    grid_bndp2 = torch.stack(
+        [2.0 * u_bndp / max(src_width - 1, 1) - 1.0, 2.0 * v_bndp / max(src_height - 1, 1) - 1.0], dim=-1
+    )
+    # Points behind the camera or far outside would overflow grid_sample's index arithmetic.
+    grid_bndp2 = torch.where(valid_bndp[..., None], grid_bndp2, torch.full_like(grid_bndp2, -2.0))
+    shape = (*H_bnd33.shape[:3], height, width)
+    return grid_bndp2.reshape(*shape, 2), valid_bndp.reshape(shape)
+
+
+def warp_sources_bncdhw(src_bnchw: torch.Tensor, grid_bndhw2: torch.Tensor) -> torch.Tensor:
+    """Source images or features (B, N, C, Hs, Ws) resampled on every plane: (B, N, C, D, H, W).
+
+    Bilinear, border-padded (out-of-view samples must be masked with the grids' valid mask).
+    """
+    b, n, c, src_h, src_w = src_bnchw.shape
+    _, _, d, h, w, _ = grid_bndhw2.shape
+    src_Bchw = src_bnchw.reshape(b * n, c, src_h, src_w).contiguous(memory_format=torch.channels_last)
+    warped_Bc_dh_w = F.grid_sample(
+        src_Bchw,
+        grid_bndhw2.reshape(b * n, d * h, w, 2).to(src_bnchw.dtype),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=True,
+    )
+    return warped_Bc_dh_w.reshape(b, n, c, d, h, w)
+
+
+def _source_grids(
+    K_b33: torch.Tensor, src_T_ref_bn44: torch.Tensor, depth_d: torch.Tensor, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampling grids for sources that share the reference's camera and resolution."""
+    if K_b33.shape[-2:] != (3, 3) or src_T_ref_bn44.shape[-2:] != (4, 4) or src_T_ref_bn44.dim() != 4:
+        raise ValueError(
+            f"expected K (B, 3, 3) and src_T_ref (B, N, 4, 4), got {tuple(K_b33.shape)} and "
+            f"{tuple(src_T_ref_bn44.shape)}"
+        )
+    n = src_T_ref_bn44.shape[1]
+    K_bn33 = K_b33[:, None].expand(-1, n, -1, -1)
+    H_bnd33 = plane_homographies_bnd33(K_b33, K_bn33, src_T_ref_bn44, depth_d)
+    return sampling_grids_bndhw2(H_bnd33, height, width, height, width)
+
+
+def _average_over_sources(cost_bndhw: torch.Tensor, valid_bndhw: torch.Tensor, depth_d: torch.Tensor) -> CostVolume:
+    valid_bndhw = valid_bndhw.to(cost_bndhw.dtype)
+    count_bdhw = valid_bndhw.sum(dim=1)
+    summed_bdhw = (cost_bndhw * valid_bndhw).sum(dim=1)
+    cost_bdhw = torch.where(
+        count_bdhw > 0, summed_bdhw / count_bdhw.clamp(min=1.0), torch.full_like(summed_bdhw, NEUTRAL_COST)
+    )
+    return CostVolume(cost_bdhw=cost_bdhw, valid_count_bdhw=count_bdhw, depth_d=depth_d)
+
+
+def feature_cost_volume(
+    ref_feat_bchw: torch.Tensor,
+    src_feat_bnchw: torch.Tensor,
+    K_b33: torch.Tensor,
+    src_T_ref_bn44: torch.Tensor,
+    depth_d: torch.Tensor,
+) -> CostVolume:
+    """Cost 1 - cosine similarity of feature vectors (each pixel's C channels L2-normalised).
+
+    Features of all frames share one resolution (H, W); K_b33 holds the intrinsics at that
+    resolution (pixels); src_T_ref_bn44 the (B, N, 4, 4) reference-to-source transforms.
+    """
+    _, _, height, width = ref_feat_bchw.shape
+    grid_bndhw2, valid_bndhw = _source_grids(K_b33, src_T_ref_bn44, depth_d, height, width)
+    warped_bncdhw = warp_sources_bncdhw(F.normalize(src_feat_bnchw, dim=2), grid_bndhw2)
+    ref_b1c1hw = F.normalize(ref_feat_bchw, dim=1)[:, None, :, None]
+    cost_bndhw = 1.0 - (warped_bncdhw * ref_b1c1hw).sum(dim=2)
+    return _average_over_sources(cost_bndhw, valid_bndhw, depth_d)
+
+
+def zncc_cost_volume(
+    ref_gray_b1hw: torch.Tensor,
+    src_gray_bn1hw: torch.Tensor,
+    K_b33: torch.Tensor,
+    src_T_ref_bn44: torch.Tensor,
+    depth_d: torch.Tensor,
+    window: int = 5,
+    variance_floor: float = 1e-4,
+) -> CostVolume:
+    """Cost 1 - ZNCC over `window` x `window` reference patches (invariant to gain and offset).
+
+    Images are grey levels in [0, 1] at one resolution, K_b33 the intrinsics at it.
+    `variance_floor` (grey levels squared) pulls the correlation of flat patches to 0.
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"ZNCC window: expected an odd size >= 1, got {window}")
+    _, _, height, width = ref_gray_b1hw.shape
+    grid_bndhw2, valid_bndhw = _source_grids(K_b33, src_T_ref_bn44, depth_d, height, width)
+    b, n, d = valid_bndhw.shape[:3]
+    warped_Bdhw = warp_sources_bncdhw(src_gray_bn1hw, grid_bndhw2).reshape(b * n, d, height, width)
+
+    def box(x_bchw: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x_bchw, window, stride=1, padding=window // 2, count_include_pad=False)
+
+    ref_B1hw = ref_gray_b1hw.repeat_interleave(n, dim=0)
+    mean_ref_B1hw = box(ref_B1hw)
+    var_ref_B1hw = (box(ref_B1hw * ref_B1hw) - mean_ref_B1hw**2).clamp(min=0.0)
+    mean_src_Bdhw = box(warped_Bdhw)
+    var_src_Bdhw = (box(warped_Bdhw * warped_Bdhw) - mean_src_Bdhw**2).clamp(min=0.0)
+    covariance_Bdhw = box(warped_Bdhw * ref_B1hw) - mean_src_Bdhw * mean_ref_B1hw
+    zncc_Bdhw = covariance_Bdhw / torch.sqrt((var_ref_B1hw + variance_floor) * (var_src_Bdhw + variance_floor))
+    cost_bndhw = (1.0 - zncc_Bdhw).reshape(b, n, d, height, width)
+    return _average_over_sources(cost_bndhw, valid_bndhw, depth_d)

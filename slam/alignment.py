@@ -1,0 +1,71 @@
+"""Umeyama alignment of one set of 3D points (or camera centres) onto another.
+
+The similarity `target ≈ scale * R_33 @ source + t_3` is solved in closed form
+(Umeyama, "Least-squares estimation of transformation parameters between two point
+patterns", PAMI 1991); with `with_scale=False` the scale is fixed to 1 (SE(3)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """A similarity transform `x -> scale * R_33 @ x + t_3` from a source frame to a target frame."""
+
+    scale: float
+    R_33: np.ndarray
+    t_3: np.ndarray
+
+    def apply_n3(self, points_n3: np.ndarray) -> np.ndarray:
+        """Source-frame points (N, 3) mapped into the target frame."""
+        return self.scale * points_n3 @ self.R_33.T + self.t_3
+
+    def apply_to_world_T_cam_44(self, world_T_cam_44: np.ndarray) -> np.ndarray:
+        """A camera-to-source-world pose re-expressed as camera-to-target-world (rigid 4x4).
+
+        The camera frame keeps its unit: the scale applies to the camera centre only.
+        """
+        target_T_cam_44 = np.eye(4)
+        target_T_cam_44[:3, :3] = self.R_33 @ world_T_cam_44[:3, :3]
+        target_T_cam_44[:3, 3] = self.apply_n3(world_T_cam_44[None, :3, 3])[0]
+        return target_T_cam_44
+
+
+def umeyama_alignment(source_n3: np.ndarray, target_n3: np.ndarray, with_scale: bool) -> Similarity:
+    """The least-squares similarity (or rigid transform) mapping `source_n3` onto `target_n3`.
+
+    source_n3, target_n3: (N, 3) corresponding points, N >= 3 and not all collinear
+    (for the rotation to be unique). Units are those of the inputs; the returned scale is
+    target units per source unit.
+    """
+    source_n3 = np.asarray(source_n3, dtype=np.float64)
+    target_n3 = np.asarray(target_n3, dtype=np.float64)
+    if source_n3.ndim != 2 or source_n3.shape[1] != 3 or source_n3.shape != target_n3.shape:
+        raise ValueError(
+            f"umeyama_alignment: expected two (N, 3) arrays of equal shape, got "
+            f"{source_n3.shape} and {target_n3.shape}"
+        )
+    if len(source_n3) < 3:
+        raise ValueError(f"umeyama_alignment: expected at least 3 point pairs, got {len(source_n3)}")
+    source_mean_3 = source_n3.mean(axis=0)
+    target_mean_3 = target_n3.mean(axis=0)
+    source_c_n3 = source_n3 - source_mean_3
+    target_c_n3 = target_n3 - target_mean_3
+    covariance_33 = target_c_n3.T @ source_c_n3 / len(source_n3)
+    U_33, singular_3, Vt_33 = np.linalg.svd(covariance_33)
+    sign_3 = np.ones(3)
+    if np.linalg.det(U_33) * np.linalg.det(Vt_33) < 0:
+        sign_3[2] = -1.0
+    R_33 = U_33 @ np.diag(sign_3) @ Vt_33
+    scale = 1.0
+    if with_scale:
+        source_variance = float(np.mean(np.sum(source_c_n3**2, axis=1)))
+        if source_variance <= 0.0:
+            raise ValueError("umeyama_alignment: source points are all identical; the scale is undefined")
+        scale = float(np.sum(singular_3 * sign_3) / source_variance)
+    t_3 = target_mean_3 - scale * R_33 @ source_mean_3
+    return Similarity(scale, R_33, t_3)
