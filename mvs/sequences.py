@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -106,6 +106,7 @@ def open_sequence(
         sequence = _open_folder(root, intrinsics)
     else:
         raise ValueError(f"{root}: {UNKNOWN_LAYOUT}")
+    sequence = replace(sequence, name=_sequence_name(root, sequences_dir))
     return sequence.select(*parse_frames(frames))
 
 
@@ -207,7 +208,7 @@ def _assemble(
         raise ValueError(f"{root}: every frame was skipped; frame {first_index}: {skipped[first_index]}")
     reader = _FrameReader(root, camera, stored_camera, depth_format, {f.index: f for f in kept})
     return Sequence(
-        name=_sequence_name(root),
+        name=root.name,
         root=root,
         layout=layout,
         camera=camera,
@@ -220,10 +221,11 @@ def _assemble(
     )
 
 
-def _sequence_name(root: Path) -> str:
-    """`root` relative to the current directory's `sequences/` when inside it, else its name."""
+def _sequence_name(root: Path, sequences_dir: Path) -> str:
+    """`root` relative to `sequences_dir` when inside it ("scannet/scene0000_00"), else
+    the folder's name."""
     try:
-        return root.resolve().relative_to(Path("sequences").resolve()).as_posix()
+        return root.resolve().relative_to(Path(sequences_dir).resolve()).as_posix()
     except ValueError:
         return root.name
 
@@ -263,7 +265,16 @@ def _open_scannet(root: Path, intrinsics: tuple[float, float, float, float] | No
 
 
 def _is_7scenes_colour(file_name: str) -> bool:
-    return file_name.startswith("frame-") and file_name.endswith((".color.png", ".color.jpg"))
+    return _7scenes_colour_index(file_name) is not None
+
+
+def _7scenes_colour_index(file_name: str) -> int | None:
+    """NNNNNN of "frame-NNNNNN.color.png|jpg", else None."""
+    for suffix in (".color.png", ".color.jpg"):
+        number = file_name.removeprefix("frame-").removesuffix(suffix)
+        if file_name.startswith("frame-") and file_name.endswith(suffix) and number.isdigit():
+            return int(number)
+    return None
 
 
 def _open_7scenes(root: Path, intrinsics: tuple[float, float, float, float] | None) -> Sequence:
@@ -274,15 +285,13 @@ def _open_7scenes(root: Path, intrinsics: tuple[float, float, float, float] | No
     320/240 at 640x480. Depth is registered into the colour camera.
     """
     file_names = set(os.listdir(root))
-    colour_paths = {
-        int(name[len("frame-"):].split(".")[0]): root / name
-        for name in file_names
-        if _is_7scenes_colour(name) and name[len("frame-"):].split(".")[0].isdigit()
-    }
+    colour_paths = {_7scenes_colour_index(name): root / name for name in file_names if _is_7scenes_colour(name)}
     indices = sorted(colour_paths)
     colour_size_wh = _first_image_size_wh([colour_paths[i] for i in indices], root)
-    stored_camera = _dataset_camera(intrinsics or SEVEN_SCENES_COLOUR_FX_FY_CX_CY, colour_size_wh, intrinsics)
-    depth_paths = {i: root / f"frame-{i:06d}.depth.png" for i in indices if f"frame-{i:06d}.depth.png" in file_names}
+    stored_camera = _dataset_camera(SEVEN_SCENES_COLOUR_FX_FY_CX_CY, colour_size_wh, intrinsics)
+    depth_paths = {
+        i: root / f"frame-{i:06d}.depth.png" for i in indices if f"frame-{i:06d}.depth.png" in file_names
+    }
     depth_format = None
     if depth_paths:
         depth_size_wh = _first_image_size_wh([depth_paths[i] for i in sorted(depth_paths)], root)
@@ -312,16 +321,14 @@ def _open_tum(root: Path, intrinsics: tuple[float, float, float, float] | None) 
     """
     rgb_times_n, rgb_paths = _read_tum_file_list(root / "rgb.txt")
     colour_size_wh = _first_image_size_wh(rgb_paths, root / "rgb.txt")
-    if intrinsics is not None:
-        stored_camera = Camera(_K_33(*intrinsics), *colour_size_wh)
-    elif (root / "K.txt").is_file():
+    if intrinsics is None and (root / "K.txt").is_file():
         stored_camera = Camera(_read_intrinsics_K_33(root / "K.txt"), *colour_size_wh)
     else:
         fx_fy_cx_cy = next(
             (value for key, value in TUM_FX_FY_CX_CY.items() if key in root.resolve().name),
             TUM_DEFAULT_FX_FY_CX_CY,
         )
-        stored_camera = _dataset_camera(fx_fy_cx_cy, colour_size_wh, None)
+        stored_camera = _dataset_camera(fx_fy_cx_cy, colour_size_wh, intrinsics)
     depth_for_rgb: list[Path | None] = [None] * len(rgb_paths)
     depth_format = None
     if (root / "depth.txt").is_file():
