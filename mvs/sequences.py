@@ -12,6 +12,7 @@ import logging
 import os
 import struct
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -98,7 +99,7 @@ def open_sequence(
         intrinsics = _check_intrinsics(intrinsics)
     if (root / "color").is_dir():
         sequence = _open_scannet(root, intrinsics)
-    elif any(_is_7scenes_colour(file_name) for file_name in os.listdir(root)):
+    elif any(_7scenes_colour_index(file_name) is not None for file_name in os.listdir(root)):
         sequence = _open_7scenes(root, intrinsics)
     elif (root / "rgb.txt").is_file():
         sequence = _open_tum(root, intrinsics)
@@ -162,18 +163,36 @@ class _FrameReader:
         return Frame(files.index, files.timestamp, image_hw3, depth_hw, world_T_cam_44)
 
     def _read_registered_depth_hw(self, path: Path) -> np.ndarray:
-        """(H, W) float32 metres in `camera`, 0 where invalid."""
-        depth_camera = self.depth_format.camera
-        raw_hw = _read_depth_raw_hw(path, depth_camera)
+        """(H, W) float32 metres in `camera`, 0 where invalid.
+
+        Raw values 0 and 65535 are invalid; the rest are scaled to metres.
+        """
+        raw_hw = _read_depth_raw_hw(path, self.depth_format.camera)
         valid_hw = (raw_hw > 0) & (raw_hw < np.iinfo(np.uint16).max)
         depth_hw = np.where(valid_hw, raw_hw * np.float32(self.depth_format.metres_per_unit), 0)
-        depth_hw = depth_hw.astype(np.float32)
+        source_hw = self._depth_source_hw
+        if source_hw is None:
+            return depth_hw.astype(np.float32)
+        return np.where(source_hw >= 0, depth_hw.reshape(-1)[source_hw], 0).astype(np.float32)
+
+    @cached_property
+    def _depth_source_hw(self) -> np.ndarray | None:
+        """(H, W) int64 flat index of the depth pixel each `camera` pixel reads (-1 where the
+        depth camera saw nothing), or None when depth is stored in `camera` already.
+
+        `register_depth_hw` is nearest-neighbour with intrinsics fixed per sequence, so
+        registering the image of pixel numbers once gives the lookup for every frame.
+        """
+        depth_camera = self.depth_format.camera
         same_size = (depth_camera.width, depth_camera.height) == (self.camera.width, self.camera.height)
         if same_size and np.allclose(depth_camera.K_33, self.camera.K_33):
-            return depth_hw
-        return register_depth_hw(
-            depth_hw, depth_camera.K_33, self.camera.K_33, self.camera.width, self.camera.height
+            return None
+        pixel_numbers_hw = np.arange(1, depth_camera.width * depth_camera.height + 1, dtype=np.float32)
+        registered_hw = register_depth_hw(
+            pixel_numbers_hw.reshape(depth_camera.height, depth_camera.width),
+            depth_camera.K_33, self.camera.K_33, self.camera.width, self.camera.height,
         )
+        return registered_hw.astype(np.int64) - 1
 
 
 def _assemble(
@@ -218,6 +237,8 @@ def _assemble(
         has_poses=has_poses,
         has_mesh=(root / "mesh.ply").is_file(),
         skipped=skipped,
+        gt_world_T_cam_44={f.index: f.world_T_cam_44 for f in kept if f.world_T_cam_44 is not None},
+        timestamps={f.index: f.timestamp for f in kept},
     )
 
 
@@ -244,28 +265,25 @@ def _open_scannet(root: Path, intrinsics: tuple[float, float, float, float] | No
     else:
         colour_K_33 = _read_matrix(root / "intrinsic" / "intrinsic_color.txt", (4, 4))[:3, :3]
     stored_camera = Camera(colour_K_33, *colour_size_wh)
-    camera, depth_format, depth_paths = stored_camera, None, {}
-    if (root / "depth").is_dir():
-        depth_paths = {_integer_stem(p): p for p in (root / "depth").glob("*.png")}
-        depth_size_wh = _first_image_size_wh([depth_paths[i] for i in sorted(depth_paths)], root / "depth")
+    camera, depth_format = stored_camera, None
+    depth_dir = root / "depth"
+    depth_paths = {_integer_stem(p): p for p in depth_dir.glob("*.png")} if depth_dir.is_dir() else {}
+    if depth_paths:
+        depth_size_wh = _first_image_size_wh([depth_paths[i] for i in sorted(depth_paths)], depth_dir)
         depth_K_33 = _read_matrix(root / "intrinsic" / "intrinsic_depth.txt", (4, 4))[:3, :3]
         depth_format = _DepthFormat(Camera(depth_K_33, *depth_size_wh), 1e-3)
         camera = stored_camera.scaled(*depth_size_wh)
     pose_dir = root / "pose"
     has_poses = pose_dir.is_dir()
     pose_names = set(os.listdir(pose_dir)) if has_poses else set()
-    frame_files = []
-    for index in indices:
-        pose_path = pose_dir / f"{index}.txt"
-        world_T_cam_44 = _read_matrix(pose_path, (4, 4)) if pose_path.name in pose_names else None
-        frame_files.append(
-            _FrameFiles(index, float(index), colour_paths[index], depth_paths.get(index), world_T_cam_44, str(pose_path))
+    frame_files = [
+        _FrameFiles(
+            index, float(index), colour_paths[index], depth_paths.get(index),
+            _read_pose_if_listed(pose_dir / f"{index}.txt", pose_names), str(pose_dir / f"{index}.txt"),
         )
+        for index in indices
+    ]
     return _assemble(root, "scannet", camera, stored_camera, depth_format, frame_files, has_poses)
-
-
-def _is_7scenes_colour(file_name: str) -> bool:
-    return _7scenes_colour_index(file_name) is not None
 
 
 def _7scenes_colour_index(file_name: str) -> int | None:
@@ -285,7 +303,9 @@ def _open_7scenes(root: Path, intrinsics: tuple[float, float, float, float] | No
     320/240 at 640x480. Depth is registered into the colour camera.
     """
     file_names = set(os.listdir(root))
-    colour_paths = {_7scenes_colour_index(name): root / name for name in file_names if _is_7scenes_colour(name)}
+    colour_paths = {
+        index: root / name for name in file_names if (index := _7scenes_colour_index(name)) is not None
+    }
     indices = sorted(colour_paths)
     colour_size_wh = _first_image_size_wh([colour_paths[i] for i in indices], root)
     stored_camera = _dataset_camera(SEVEN_SCENES_COLOUR_FX_FY_CX_CY, colour_size_wh, intrinsics)
@@ -302,13 +322,14 @@ def _open_7scenes(root: Path, intrinsics: tuple[float, float, float, float] | No
             depth_camera = _dataset_camera(SEVEN_SCENES_DEPTH_FX_FY_CX_CY, depth_size_wh, None)
         depth_format = _DepthFormat(depth_camera, 1e-3)
     has_poses = any(name.endswith(".pose.txt") for name in file_names)
-    frame_files = []
-    for index in indices:
-        pose_path = root / f"frame-{index:06d}.pose.txt"
-        world_T_cam_44 = _read_matrix(pose_path, (4, 4)) if pose_path.name in file_names else None
-        frame_files.append(
-            _FrameFiles(index, float(index), colour_paths[index], depth_paths.get(index), world_T_cam_44, str(pose_path))
+    frame_files = [
+        _FrameFiles(
+            index, float(index), colour_paths[index], depth_paths.get(index),
+            _read_pose_if_listed(root / f"frame-{index:06d}.pose.txt", file_names),
+            str(root / f"frame-{index:06d}.pose.txt"),
         )
+        for index in indices
+    ]
     return _assemble(root, "7scenes", stored_camera, stored_camera, depth_format, frame_files, has_poses)
 
 
@@ -356,7 +377,7 @@ def _open_tum(root: Path, intrinsics: tuple[float, float, float, float] | None) 
 
 def _open_folder(root: Path, intrinsics: tuple[float, float, float, float] | None) -> Sequence:
     """Image folder: images/*.{png,jpg,jpeg}, optional depth/{stem}.png (mm), optional
-    poses.txt (one flattened row-major 4x4 camera-to-world per image), K.txt.
+    poses.txt (one flattened row-major 4x4 camera-to-world per image, in frame order), K.txt.
 
     Frame indices are the integer file stems when every stem is a distinct integer, else
     positions in sorted order.
@@ -454,11 +475,19 @@ def _read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """A float64 matrix of `shape` written as rows of numbers (inf and nan allowed)."""
     rows = [_parse_floats(path, n, tokens) for n, tokens in _read_rows(path)]
     if len({len(r) for r in rows}) > 1:
-        raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} matrix, got rows of lengths {[len(r) for r in rows]}")
+        raise ValueError(
+            f"{path}: expected a {shape[0]}x{shape[1]} matrix, got rows of lengths {[len(r) for r in rows]}"
+        )
     matrix = np.array(rows, dtype=np.float64)
     if matrix.shape != shape:
         raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} matrix, got shape {matrix.shape}")
     return matrix
+
+
+def _read_pose_if_listed(path: Path, listed_names: set[str]) -> np.ndarray | None:
+    """The (4, 4) matrix in `path` when its name is among `listed_names` (a directory
+    listing, so that absent files cost no system call), else None."""
+    return _read_matrix(path, (4, 4)) if path.name in listed_names else None
 
 
 def _read_intrinsics_K_33(path: Path) -> np.ndarray:
@@ -469,7 +498,8 @@ def _read_intrinsics_K_33(path: Path) -> np.ndarray:
     if len(rows) == 3 and all(len(r) == 3 for r in rows):
         return np.array(rows, dtype=np.float64)
     raise ValueError(
-        f"{path}: expected a 3x3 intrinsic matrix or one line 'fx fy cx cy', got rows of lengths {[len(r) for r in rows]}"
+        f"{path}: expected a 3x3 intrinsic matrix or one line 'fx fy cx cy', "
+        f"got rows of lengths {[len(r) for r in rows]}"
     )
 
 
@@ -482,7 +512,9 @@ def _read_flat_poses_n44(path: Path, count: int) -> np.ndarray:
     for k, (line_number, tokens) in enumerate(rows):
         values = _parse_floats(path, line_number, tokens)
         if len(values) != 16:
-            raise ValueError(f"{path}: line {line_number}: expected 16 numbers (a flattened 4x4 matrix), got {len(values)}")
+            raise ValueError(
+                f"{path}: line {line_number}: expected 16 numbers (a flattened 4x4 matrix), got {len(values)}"
+            )
         world_T_cam_n44[k] = np.reshape(values, (4, 4))
     return world_T_cam_n44
 
@@ -492,7 +524,9 @@ def _read_tum_file_list(path: Path) -> tuple[np.ndarray, list[Path]]:
     times, paths = [], []
     for line_number, tokens in _read_rows(path):
         if len(tokens) < 2:
-            raise ValueError(f"{path}: line {line_number}: expected 'timestamp filename', got '{' '.join(tokens)}'")
+            raise ValueError(
+                f"{path}: line {line_number}: expected 'timestamp filename', got '{' '.join(tokens)}'"
+            )
         times.append(_parse_floats(path, line_number, tokens[:1])[0])
         paths.append(path.parent / tokens[1])
     return np.array(times, dtype=np.float64), paths
@@ -505,7 +539,10 @@ def _read_tum_trajectory(path: Path) -> tuple[np.ndarray, np.ndarray]:
     for line_number, tokens in _read_rows(path):
         values = _parse_floats(path, line_number, tokens)
         if len(values) != 8:
-            raise ValueError(f"{path}: line {line_number}: expected 'timestamp tx ty tz qx qy qz qw', got {len(values)} numbers")
+            raise ValueError(
+                f"{path}: line {line_number}: expected 'timestamp tx ty tz qx qy qz qw', "
+                f"got {len(values)} numbers"
+            )
         world_T_cam_44 = np.eye(4)
         world_T_cam_44[:3, :3] = quaternion_to_matrix_33(np.array(values[4:8]))
         world_T_cam_44[:3, 3] = values[1:4]
@@ -546,7 +583,8 @@ def _read_depth_raw_hw(path: Path, depth_camera: Camera) -> np.ndarray:
         raise ValueError(f"{path}: cannot read image")
     if raw_hw.ndim != 2 or raw_hw.dtype != np.uint16:
         raise ValueError(
-            f"{path}: expected a single-channel uint16 depth image, got {raw_hw.dtype} with shape {raw_hw.shape}"
+            f"{path}: expected a single-channel uint16 depth image, "
+            f"got {raw_hw.dtype} with shape {raw_hw.shape}"
         )
     _check_size(path, raw_hw, depth_camera)
     return raw_hw
