@@ -13,6 +13,10 @@ from mvs.types import Camera
 
 _o3c = o3d.core
 
+# Open3D allocates voxel blocks from every 4th pixel in each direction and fails on a frame
+# where none of those pixels has depth in (0, depth_max).
+_OPEN3D_TOUCH_STRIDE = 4
+
 
 def open3d_device(name: str) -> o3d.core.Device:
     """The Open3D device for `name` ("cpu", "cuda", "cuda:1", ...), checked to exist."""
@@ -25,6 +29,17 @@ def open3d_device(name: str) -> o3d.core.Device:
     return device
 
 
+def _weight_threshold(min_observations: int) -> float:
+    """Open3D's extraction threshold for voxels seen in at least `min_observations` frames.
+
+    Every integrated frame adds 1 to a voxel's weight, and Open3D keeps weights strictly
+    above its threshold; half a unit below the count is unambiguous.
+    """
+    if min_observations < 1:
+        raise ValueError(f"fusion: expected min_observations >= 1, got {min_observations}")
+    return min_observations - 0.5
+
+
 class TSDFVolume:
     """A sparse TSDF volume with per-voxel `tsdf`, `weight` and RGB `color` in [0, 1].
 
@@ -32,6 +47,7 @@ class TSDFVolume:
     `config.voxel_size * config.sdf_trunc_voxels` metres; depth beyond `config.depth_max`
     metres is ignored. `config.block_count` is the initial capacity of the block hash map
     (blocks of `config.block_resolution`^3 voxels); the map grows when a scene needs more.
+    `frames_integrated` counts the frames that contributed depth.
     """
 
     def __init__(self, config: FusionConfig, device: str = "cpu") -> None:
@@ -68,6 +84,9 @@ class TSDFVolume:
     ) -> None:
         """Fuse one frame.
 
+        Voxel blocks are allocated around the pixels on a 4-pixel grid; a frame with no depth
+        in (0, depth_max) on that grid changes nothing and is not counted.
+
         depth_hw: (H, W) float32 z-depth in metres, 0 where invalid.
         image_hw3: (H, W, 3) uint8 RGB, registered to the depth.
         camera: intrinsics of both images; H, W must equal camera.height, camera.width.
@@ -84,18 +103,26 @@ class TSDFVolume:
         if cam_T_world_44.shape != (4, 4) or not np.all(np.isfinite(cam_T_world_44)):
             raise ValueError(f"integrate: expected a finite 4x4 cam_T_world, got {cam_T_world_44}")
         depth_hw = np.nan_to_num(depth_hw.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        touch_hw = depth_hw[::_OPEN3D_TOUCH_STRIDE, ::_OPEN3D_TOUCH_STRIDE]
+        if not np.any((touch_hw > 0) & (touch_hw < self.config.depth_max)):
+            return
         depth = o3d.t.geometry.Image(_o3c.Tensor(np.ascontiguousarray(depth_hw))).to(self.device)
         color = o3d.t.geometry.Image(
             _o3c.Tensor(np.ascontiguousarray(image_hw3, dtype=np.float32) / 255.0)
         ).to(self.device)
         K_33 = _o3c.Tensor(camera.K_33, _o3c.float64)
+        # Open3D truncates projected pixel coordinates to integers; shifting the principal
+        # point by half a pixel turns that into rounding to our integer pixel centres.
+        lookup_K_33 = _o3c.Tensor(camera.K_33 + np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]]), _o3c.float64)
         extrinsic_44 = _o3c.Tensor(np.asarray(cam_T_world_44, dtype=np.float64))
         trunc = float(self.config.sdf_trunc_voxels)
         depth_max = float(self.config.depth_max)
         block_coords_m3 = self._grid.compute_unique_block_coordinates(
             depth, K_33, extrinsic_44, 1.0, depth_max, trunc
         )
-        self._grid.integrate(block_coords_m3, depth, color, K_33, K_33, extrinsic_44, 1.0, depth_max, trunc)
+        self._grid.integrate(
+            block_coords_m3, depth, color, lookup_K_33, lookup_K_33, extrinsic_44, 1.0, depth_max, trunc
+        )
         if self.block_count < block_coords_m3.shape[0]:
             raise RuntimeError(
                 f"fusion: the voxel block map holds {self.block_count} blocks but this frame "
@@ -104,20 +131,26 @@ class TSDFVolume:
             )
         self.frames_integrated += 1
 
-    def mesh(self, weight_threshold: float = 3.0) -> o3d.geometry.TriangleMesh:
-        """Marching-cubes surface of voxels observed with at least `weight_threshold` weight.
+    def _min_weight(self) -> float:
+        """Weight threshold for extraction: `config.min_observations`, capped by the frames seen."""
+        return _weight_threshold(min(self.config.min_observations, max(self.frames_integrated, 1)))
+
+    def mesh(self) -> o3d.geometry.TriangleMesh:
+        """Marching-cubes surface through voxels integrated from at least
+        `config.min_observations` frames (all frames when fewer were integrated).
 
         World-frame metres, vertex colours in [0, 1], vertex normals computed. Empty when
         nothing was integrated.
         """
         if self.block_count == 0:
             return o3d.geometry.TriangleMesh()
-        mesh = self._grid.extract_triangle_mesh(weight_threshold).to_legacy()
+        mesh = self._grid.extract_triangle_mesh(self._min_weight()).to_legacy()
         mesh.compute_vertex_normals()
         return mesh
 
-    def point_cloud(self, weight_threshold: float = 3.0) -> o3d.geometry.PointCloud:
-        """Zero-crossing points (world-frame metres) with colours in [0, 1] and normals."""
+    def point_cloud(self) -> o3d.geometry.PointCloud:
+        """Zero crossings (world-frame metres) with colours in [0, 1] and normals, through
+        voxels integrated from at least `config.min_observations` frames."""
         if self.block_count == 0:
             return o3d.geometry.PointCloud()
-        return self._grid.extract_point_cloud(weight_threshold).to_legacy()
+        return self._grid.extract_point_cloud(self._min_weight()).to_legacy()

@@ -48,7 +48,8 @@ class FusionConfig:
     sdf_trunc_voxels: float = 4.0
     depth_max: float = 5.0
     block_resolution: int = 8
-    block_count: int = 40000
+    block_count: int = 8000
+    min_observations: int = 2
 
 
 @dataclass

@@ -133,8 +133,12 @@ def write_outputs(
     """Write mesh, cloud, trajectory and report of whatever has been computed so far."""
     with timed(report, "write"):
         if volume is not None and volume.frames_integrated > 0:
-            report.outputs.append(str(write_ply(out_dir / "mesh.ply", volume.mesh())))
-            report.outputs.append(str(write_ply(out_dir / "cloud.ply", volume.point_cloud())))
+            mesh = volume.mesh()
+            if mesh.has_triangles():
+                report.outputs.append(str(write_ply(out_dir / "mesh.ply", mesh)))
+            cloud = volume.point_cloud()
+            if cloud.has_points():
+                report.outputs.append(str(write_ply(out_dir / "cloud.ply", cloud)))
         if poses is not None and poses.world_T_cam_44:
             indices = sorted(poses.world_T_cam_44)
             text = format_tum_trajectory(

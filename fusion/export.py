@@ -1,0 +1,90 @@
+"""Atomic file output: PLY geometry, text and JSON.
+
+Every writer first writes a temporary file in the destination folder and then renames it
+over the destination, so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import open3d as o3d
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(temporary_path)` next to `path` (same suffix), then rename it to `path`."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: {path.parent} is not an existing folder")
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(f"{path}: the folder {path.parent} is not writable")
+    temporary = path.parent / f".{path.stem}.{secrets.token_hex(6)}.partial{path.suffix}"
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_ply(path: Path, geometry: o3d.geometry.TriangleMesh | o3d.geometry.PointCloud) -> Path:
+    """Write a legacy Open3D mesh or point cloud to the binary PLY file `path`, atomically."""
+    path = Path(path)
+    if path.suffix.lower() != ".ply":
+        raise ValueError(f"{path}: expected a .ply path, got suffix {path.suffix!r}")
+    if isinstance(geometry, o3d.geometry.TriangleMesh):
+        kind, empty = "mesh", not geometry.has_vertices()
+        write = o3d.io.write_triangle_mesh
+    elif isinstance(geometry, o3d.geometry.PointCloud):
+        kind, empty = "point cloud", not geometry.has_points()
+        write = o3d.io.write_point_cloud
+    else:
+        raise TypeError(
+            f"{path}: expected an open3d.geometry.TriangleMesh or PointCloud, got {type(geometry).__name__}"
+        )
+    if empty:
+        raise ValueError(f"{path}: refusing to write an empty {kind}")
+
+    def write_geometry(temporary: Path) -> None:
+        if not write(str(temporary), geometry):
+            raise OSError(f"{path}: Open3D failed to write the {kind}")
+
+    return _write_atomic(path, write_geometry)
+
+
+def _write_new_text(path: Path, text: str) -> None:
+    """Write UTF-8 `text` to a file that must not exist yet."""
+    with open(path, "x", encoding="utf-8") as file:
+        file.write(text)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write UTF-8 `text` to `path`, atomically."""
+    return _write_atomic(Path(path), lambda temporary: _write_new_text(temporary, text))
+
+
+def _to_json(obj: Any) -> Any:
+    """JSON form of the dataclasses, NumPy values and paths that reports contain."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (np.ndarray, np.generic)):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write a {type(obj).__name__} as JSON: {obj!r}")
+
+
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    """Write `obj` as indented JSON to `path`, atomically.
+
+    Dataclasses, NumPy arrays and scalars and paths are converted; non-finite floats are
+    written as `Infinity` / `NaN`, which Python's json module reads back.
+    """
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=_to_json) + "\n")
