@@ -146,6 +146,8 @@ class TSDFVolume:
             return o3d.geometry.TriangleMesh()
         mesh = self._grid.extract_triangle_mesh(self._min_weight()).to_legacy()
         mesh.compute_vertex_normals()
+        # Trilinear interpolation of averaged colours can overshoot [0, 1] by rounding.
+        mesh.vertex_colors = o3d.utility.Vector3dVector(np.clip(np.asarray(mesh.vertex_colors), 0.0, 1.0))
         return mesh
 
     def point_cloud(self) -> o3d.geometry.PointCloud:
@@ -153,4 +155,6 @@ class TSDFVolume:
         voxels integrated from at least `config.min_observations` frames."""
         if self.block_count == 0:
             return o3d.geometry.PointCloud()
-        return self._grid.extract_point_cloud(self._min_weight()).to_legacy()
+        cloud = self._grid.extract_point_cloud(self._min_weight()).to_legacy()
+        cloud.colors = o3d.utility.Vector3dVector(np.clip(np.asarray(cloud.colors), 0.0, 1.0))
+        return cloud

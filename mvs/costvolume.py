@@ -62,43 +62,72 @@ def plane_homographies_bnd33(
     return K_src_bn33[:, :, None] @ (R_bn33[:, :, None] + tn_bnd33) @ K_ref_inv_b33[:, None, None]
 
 
-def sampling_grids_bndhw2(
-    H_bnd33: torch.Tensor, height: int, width: int, src_height: int, src_width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where each reference pixel of each plane lands in its source image.
+@dataclass
+class PlaneSweep:
+    """Where every reference pixel of every plane lands in every source image.
 
-    Returns grid_bndhw2, the source pixel in grid_sample's normalised coordinates
-    (align_corners=True: -1 and +1 are the centres of the first and last pixels), and
-    valid_bndhw, True where the plane point is in front of the source camera and lands
-    within the source's pixel centres [0, src_width - 1] x [0, src_height - 1].
+    grid_bndhw2: the source pixel in grid_sample's normalised coordinates (align_corners=True:
+        -1 and +1 are the centres of the first and last pixels), clamped to [-2, 2].
+    valid_bndhw: True where the plane point is in front of the source camera and lands within
+        the source's pixel centres [0, W_src - 1] x [0, H_src - 1].
+    depth_d: the plane depths in metres.
     """
+
+    grid_bndhw2: torch.Tensor
+    valid_bndhw: torch.Tensor
+    depth_d: torch.Tensor
+
+
+def plane_sweep(
+    K_ref_b33: torch.Tensor,
+    K_src_bn33: torch.Tensor,
+    src_T_ref_bn44: torch.Tensor,
+    depth_d: torch.Tensor,
+    height: int,
+    width: int,
+    src_height: int,
+    src_width: int,
+) -> PlaneSweep:
+    """Sampling grids of the plane homographies for a (height, width) reference image.
+
+    Only the last column of H = K_src (R + t n^T / d) K_ref^-1 depends on d (n^T K_ref^-1 is
+    (0, 0, 1) for intrinsics with last row (0, 0, 1)), so the pixel-dependent product of
+    the first two columns is computed once per source and the planes add their last column.
+    """
+    if K_ref_b33.shape[-2:] != (3, 3) or src_T_ref_bn44.dim() != 4 or src_T_ref_bn44.shape[-2:] != (4, 4):
+        raise ValueError(
+            f"expected K_ref (B, 3, 3) and src_T_ref (B, N, 4, 4), got {tuple(K_ref_b33.shape)} and "
+            f"{tuple(src_T_ref_bn44.shape)}"
+        )
+    H_bnd33 = plane_homographies_bnd33(K_ref_b33, K_src_bn33, src_T_ref_bn44, depth_d)
     v_hw, u_hw = torch.meshgrid(
         torch.arange(height, dtype=H_bnd33.dtype, device=H_bnd33.device),
         torch.arange(width, dtype=H_bnd33.dtype, device=H_bnd33.device),
         indexing="ij",
     )
-    pixels_3p = torch.stack([u_hw.reshape(-1), v_hw.reshape(-1), torch.ones_like(u_hw).reshape(-1)])
-    projected_bnd3p = H_bnd33 @ pixels_3p
+    uv_2p = torch.stack([u_hw.reshape(-1), v_hw.reshape(-1)])
+    projected_bnd3p = (H_bnd33[:, :, :1, :, :2] @ uv_2p) + H_bnd33[:, :, :, :, 2:]
     z_bndp = projected_bnd3p[..., 2, :]
     in_front_bndp = z_bndp > 1e-6
-    z_safe_bndp = torch.where(in_front_bndp, z_bndp, torch.ones_like(z_bndp))
-    u_bndp = projected_bnd3p[..., 0, :] / z_safe_bndp
-    v_bndp = projected_bnd3p[..., 1, :] / z_safe_bndp
-    tolerance = 1e-3
-    valid_bndp = (
-        in_front_bndp
-        & (u_bndp >= -tolerance)
-        & (u_bndp <= src_width - 1 + tolerance)
-        & (v_bndp >= -tolerance)
-        & (v_bndp <= src_height - 1 + tolerance)
+    scale_2 = torch.tensor(
+        [2.0 / max(src_width - 1, 1), 2.0 / max(src_height - 1, 1)], dtype=H_bnd33.dtype, device=H_bnd33.device
     )
-    grid_bndp2 = torch.stack(
-        [2.0 * u_bndp / max(src_width - 1, 1) - 1.0, 2.0 * v_bndp / max(src_height - 1, 1) - 1.0], dim=-1
-    )
-    # Points behind the camera or far outside would overflow grid_sample's index arithmetic.
-    grid_bndp2 = torch.where(valid_bndp[..., None], grid_bndp2, torch.full_like(grid_bndp2, -2.0))
+    grid_bndp2 = (projected_bnd3p[..., :2, :] / z_bndp.clamp(min=1e-6)[..., None, :]).transpose(-1, -2)
+    grid_bndp2 = (grid_bndp2 * scale_2 - 1.0).clamp(-2.0, 2.0)
+    tolerance_2 = 1e-3 * scale_2
+    valid_bndp = in_front_bndp & (grid_bndp2.abs() <= 1.0 + tolerance_2).all(dim=-1)
     shape = (*H_bnd33.shape[:3], height, width)
-    return grid_bndp2.reshape(*shape, 2), valid_bndp.reshape(shape)
+    return PlaneSweep(
+        grid_bndhw2=grid_bndp2.reshape(*shape, 2).to(torch.float32), valid_bndhw=valid_bndp.reshape(shape), depth_d=depth_d
+    )
+
+
+def same_camera_sweep(
+    K_b33: torch.Tensor, src_T_ref_bn44: torch.Tensor, depth_d: torch.Tensor, height: int, width: int
+) -> PlaneSweep:
+    """`plane_sweep` for sources that share the reference's intrinsics and resolution."""
+    K_bn33 = K_b33[:, None].expand(-1, src_T_ref_bn44.shape[1], -1, -1)
+    return plane_sweep(K_b33, K_bn33, src_T_ref_bn44, depth_d, height, width, height, width)
 
 
 def warp_sources_bncdhw(src_bnchw: torch.Tensor, grid_bndhw2: torch.Tensor) -> torch.Tensor:
@@ -119,81 +148,67 @@ def warp_sources_bncdhw(src_bnchw: torch.Tensor, grid_bndhw2: torch.Tensor) -> t
     return warped_Bc_dh_w.reshape(b, n, c, d, h, w)
 
 
-def _source_grids(
-    K_b33: torch.Tensor, src_T_ref_bn44: torch.Tensor, depth_d: torch.Tensor, height: int, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampling grids for sources that share the reference's camera and resolution."""
-    if K_b33.shape[-2:] != (3, 3) or src_T_ref_bn44.shape[-2:] != (4, 4) or src_T_ref_bn44.dim() != 4:
-        raise ValueError(
-            f"expected K (B, 3, 3) and src_T_ref (B, N, 4, 4), got {tuple(K_b33.shape)} and "
-            f"{tuple(src_T_ref_bn44.shape)}"
-        )
-    n = src_T_ref_bn44.shape[1]
-    K_bn33 = K_b33[:, None].expand(-1, n, -1, -1)
-    H_bnd33 = plane_homographies_bnd33(K_b33, K_bn33, src_T_ref_bn44, depth_d)
-    return sampling_grids_bndhw2(H_bnd33, height, width, height, width)
+def box_filter_bchw(x_bchw: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean over a `window` x `window` box per channel, over the pixels inside the image
+    (a depthwise convolution, much faster than avg_pool2d on CPU)."""
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"box filter: expected an odd window >= 1, got {window}")
+    if window == 1:
+        return x_bchw
+    c, pad = x_bchw.shape[1], window // 2
+    kernel_c1kk = torch.ones(c, 1, window, window, dtype=x_bchw.dtype, device=x_bchw.device)
+    summed_bchw = F.conv2d(x_bchw, kernel_c1kk, padding=pad, groups=c)
+    inside_11hw = F.conv2d(torch.ones_like(x_bchw[:1, :1]), kernel_c1kk[:1], padding=pad)
+    return summed_bchw / inside_11hw
 
 
-def _average_over_sources(cost_bndhw: torch.Tensor, valid_bndhw: torch.Tensor, depth_d: torch.Tensor) -> CostVolume:
-    valid_bndhw = valid_bndhw.to(cost_bndhw.dtype)
+def _average_over_sources(cost_bndhw: torch.Tensor, sweep: PlaneSweep) -> CostVolume:
+    valid_bndhw = sweep.valid_bndhw.to(cost_bndhw.dtype)
     count_bdhw = valid_bndhw.sum(dim=1)
     summed_bdhw = (cost_bndhw * valid_bndhw).sum(dim=1)
     cost_bdhw = torch.where(
         count_bdhw > 0, summed_bdhw / count_bdhw.clamp(min=1.0), torch.full_like(summed_bdhw, NEUTRAL_COST)
     )
-    return CostVolume(cost_bdhw=cost_bdhw, valid_count_bdhw=count_bdhw, depth_d=depth_d)
+    return CostVolume(cost_bdhw=cost_bdhw, valid_count_bdhw=count_bdhw, depth_d=sweep.depth_d)
 
 
-def feature_cost_volume(
-    ref_feat_bchw: torch.Tensor,
-    src_feat_bnchw: torch.Tensor,
-    K_b33: torch.Tensor,
-    src_T_ref_bn44: torch.Tensor,
-    depth_d: torch.Tensor,
-) -> CostVolume:
+def feature_cost_volume(ref_feat_bchw: torch.Tensor, src_feat_bnchw: torch.Tensor, sweep: PlaneSweep) -> CostVolume:
     """Cost 1 - cosine similarity of feature vectors (each pixel's C channels L2-normalised).
 
-    Features of all frames share one resolution (H, W); K_b33 holds the intrinsics at that
-    resolution (pixels); src_T_ref_bn44 the (B, N, 4, 4) reference-to-source transforms.
+    ref_feat_bchw (B, C, H, W) and src_feat_bnchw (B, N, C, Hs, Ws) at the resolutions
+    `sweep` was made for.
     """
-    _, _, height, width = ref_feat_bchw.shape
-    grid_bndhw2, valid_bndhw = _source_grids(K_b33, src_T_ref_bn44, depth_d, height, width)
-    warped_bncdhw = warp_sources_bncdhw(F.normalize(src_feat_bnchw, dim=2), grid_bndhw2)
+    warped_bncdhw = warp_sources_bncdhw(F.normalize(src_feat_bnchw, dim=2), sweep.grid_bndhw2)
     ref_b1c1hw = F.normalize(ref_feat_bchw, dim=1)[:, None, :, None]
     cost_bndhw = 1.0 - (warped_bncdhw * ref_b1c1hw).sum(dim=2)
-    return _average_over_sources(cost_bndhw, valid_bndhw, depth_d)
+    return _average_over_sources(cost_bndhw, sweep)
 
 
 def zncc_cost_volume(
-    ref_gray_b1hw: torch.Tensor,
-    src_gray_bn1hw: torch.Tensor,
-    K_b33: torch.Tensor,
-    src_T_ref_bn44: torch.Tensor,
-    depth_d: torch.Tensor,
+    ref_grey_b1hw: torch.Tensor,
+    src_grey_bn1hw: torch.Tensor,
+    sweep: PlaneSweep,
     window: int = 5,
     variance_floor: float = 1e-4,
 ) -> CostVolume:
     """Cost 1 - ZNCC over `window` x `window` reference patches (invariant to gain and offset).
 
-    Images are grey levels in [0, 1] at one resolution, K_b33 the intrinsics at it.
+    Images are grey levels in [0, 1] at the resolutions `sweep` was made for.
     `variance_floor` (grey levels squared) pulls the correlation of flat patches to 0.
     """
     if window < 1 or window % 2 == 0:
         raise ValueError(f"ZNCC window: expected an odd size >= 1, got {window}")
-    _, _, height, width = ref_gray_b1hw.shape
-    grid_bndhw2, valid_bndhw = _source_grids(K_b33, src_T_ref_bn44, depth_d, height, width)
-    b, n, d = valid_bndhw.shape[:3]
-    warped_Bdhw = warp_sources_bncdhw(src_gray_bn1hw, grid_bndhw2).reshape(b * n, d, height, width)
+    b, n, d, height, width = sweep.valid_bndhw.shape
+    warped_bDhw = warp_sources_bncdhw(src_grey_bn1hw, sweep.grid_bndhw2).reshape(b, n * d, height, width)
 
     def box(x_bchw: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x_bchw, window, stride=1, padding=window // 2, count_include_pad=False)
+        return box_filter_bchw(x_bchw, window)
 
-    ref_B1hw = ref_gray_b1hw.repeat_interleave(n, dim=0)
-    mean_ref_B1hw = box(ref_B1hw)
-    var_ref_B1hw = (box(ref_B1hw * ref_B1hw) - mean_ref_B1hw**2).clamp(min=0.0)
-    mean_src_Bdhw = box(warped_Bdhw)
-    var_src_Bdhw = (box(warped_Bdhw * warped_Bdhw) - mean_src_Bdhw**2).clamp(min=0.0)
-    covariance_Bdhw = box(warped_Bdhw * ref_B1hw) - mean_src_Bdhw * mean_ref_B1hw
-    zncc_Bdhw = covariance_Bdhw / torch.sqrt((var_ref_B1hw + variance_floor) * (var_src_Bdhw + variance_floor))
-    cost_bndhw = (1.0 - zncc_Bdhw).reshape(b, n, d, height, width)
-    return _average_over_sources(cost_bndhw, valid_bndhw, depth_d)
+    mean_ref_b1hw = box(ref_grey_b1hw)
+    var_ref_b1hw = (box(ref_grey_b1hw * ref_grey_b1hw) - mean_ref_b1hw**2).clamp(min=0.0)
+    mean_src_bDhw = box(warped_bDhw)
+    var_src_bDhw = (box(warped_bDhw * warped_bDhw) - mean_src_bDhw**2).clamp(min=0.0)
+    covariance_bDhw = box(warped_bDhw * ref_grey_b1hw) - mean_src_bDhw * mean_ref_b1hw
+    zncc_bDhw = covariance_bDhw * torch.rsqrt((var_ref_b1hw + variance_floor) * (var_src_bDhw + variance_floor))
+    cost_bndhw = (1.0 - zncc_bDhw).reshape(b, n, d, height, width)
+    return _average_over_sources(cost_bndhw, sweep)
