@@ -274,8 +274,8 @@ def _open_scannet(root: Path, intrinsics: tuple[float, float, float, float] | No
         depth_format = _DepthFormat(Camera(depth_K_33, *depth_size_wh), 1e-3)
         camera = stored_camera.scaled(*depth_size_wh)
     pose_dir = root / "pose"
-    has_poses = pose_dir.is_dir()
-    pose_names = set(os.listdir(pose_dir)) if has_poses else set()
+    pose_names = set(os.listdir(pose_dir)) if pose_dir.is_dir() else set()
+    has_poses = bool(pose_names)
     frame_files = [
         _FrameFiles(
             index, float(index), colour_paths[index], depth_paths.get(index),
