@@ -1,0 +1,246 @@
+"""The learned cost-to-depth model: a matching feature encoder, plane-sweep cost volumes and
+a small U-Net that turns costs plus reference-image context into inverse depth.
+
+Input images are RGB in [0, 1] at the working resolution (H, W), both divisible by 4; the
+cost volumes live at (H/4, W/4). Depth comes out as inverse depth (1/metres) at 1/16, 1/8,
+1/4 and 1/2 of the input resolution, each squashed by a sigmoid into [1/far, 1/near], with
+a confidence in [0, 1] at 1/2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mvs.costvolume import feature_cost_volume, inverse_depth_hypotheses_d, same_camera_sweep, zncc_cost_volume
+
+IMAGE_MEAN_3 = (0.45, 0.45, 0.45)
+IMAGE_STD_3 = (0.25, 0.25, 0.25)
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS_PATH = WEIGHTS_DIR / "depthnet.pt"
+"""Weights `python -m mvs.train --name depthnet` writes and the learned estimator loads by default."""
+INITIAL_DEPTH_M = 2.0
+"""Depth the untrained depth heads start at (their bias), a typical room distance."""
+
+
+@dataclass
+class ModelConfig:
+    """Architecture and plane sweep of the model (stored with its weights).
+
+    near, far, num_hypotheses: planes uniform in inverse depth (metres).
+    feature_channels: channels of the matching features correlated in the cost volume.
+    zncc_window: patch size of the photometric ZNCC cost at 1/4 resolution (pixels).
+    widths: U-Net channels at 1/4, 1/8, 1/16 and 1/32 of the input resolution.
+    """
+
+    near: float = 0.25
+    far: float = 20.0
+    num_hypotheses: int = 64
+    feature_channels: int = 16
+    zncc_window: int = 3
+    widths: tuple[int, int, int, int] = (48, 64, 96, 128)
+
+
+@dataclass
+class ModelOutput:
+    """What the model predicts for a batch of references.
+
+    inverse_depths_b1hw: inverse depth (1/metres) from coarse to fine, at 1/16, 1/8, 1/4
+        and 1/2 of the input resolution.
+    confidence_b1hw: at 1/2 of the input resolution, in [0, 1].
+    """
+
+    inverse_depths_b1hw: list[torch.Tensor]
+    confidence_b1hw: torch.Tensor
+
+    def depth_b1hw(self, height: int, width: int) -> torch.Tensor:
+        """The finest inverse depth resized (bilinear) to (height, width), as depth in metres."""
+        inverse_b1hw = F.interpolate(
+            self.inverse_depths_b1hw[-1], size=(height, width), mode="bilinear", align_corners=False
+        )
+        return 1.0 / inverse_b1hw
+
+    def confidence_resized_b1hw(self, height: int, width: int) -> torch.Tensor:
+        """The confidence resized (bilinear) to (height, width)."""
+        return F.interpolate(self.confidence_b1hw, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    """Convolution, batch norm, ReLU. Stride 2 uses a 4x4 kernel so that output pixel i is
+    centred on input 2i + 0.5, the pixel-centre convention of bilinear resizing."""
+    kernel = 4 if stride == 2 else 3
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FeatureEncoder(nn.Module):
+    """Image (B, 3, H, W) to context features at 1/2 (16 ch) and 1/4 (32 ch) and
+    matching features at 1/4 (`feature_channels`)."""
+
+    def __init__(self, feature_channels: int) -> None:
+        super().__init__()
+        self.to_half = nn.Sequential(conv_block(3, 16, stride=2), conv_block(16, 16))
+        self.to_quarter = nn.Sequential(conv_block(16, 32, stride=2), conv_block(32, 32), conv_block(32, 32))
+        self.matching = nn.Conv2d(32, feature_channels, 1)
+
+    def forward(self, image_b3hw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        half_bchw = self.to_half(image_b3hw)
+        quarter_bchw = self.to_quarter(half_bchw)
+        return half_bchw, quarter_bchw, self.matching(quarter_bchw)
+
+
+class UpBlock(nn.Module):
+    """Upsample to the skip's size, concatenate the skip, two 3x3 convolutions."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.fuse = nn.Sequential(
+            conv_block(in_channels + skip_channels, out_channels), conv_block(out_channels, out_channels)
+        )
+
+    def forward(self, x_bchw: torch.Tensor, skip_bchw: torch.Tensor) -> torch.Tensor:
+        up_bchw = F.interpolate(x_bchw, size=skip_bchw.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([up_bchw, skip_bchw], dim=1))
+
+
+class DepthNet(nn.Module):
+    """Plane-sweep stereo network (see the module docstring for inputs and outputs)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.num_hypotheses
+        w0, w1, w2, w3 = config.widths
+        self.encoder = FeatureEncoder(config.feature_channels)
+        self.stem = nn.Sequential(conv_block(2 * d + 32, w0), conv_block(w0, w0))
+        self.down1 = nn.Sequential(conv_block(w0, w1, stride=2), conv_block(w1, w1))
+        self.down2 = nn.Sequential(conv_block(w1, w2, stride=2), conv_block(w2, w2))
+        self.down3 = nn.Sequential(conv_block(w2, w3, stride=2), conv_block(w3, w3))
+        self.up2 = UpBlock(w3, w2, w2)
+        self.up1 = UpBlock(w2, w1, w1)
+        self.up0 = UpBlock(w1, w0, w0)
+        self.up_half = UpBlock(w0 + 1, 16, 24)
+        self.heads = nn.ModuleList([nn.Conv2d(c, 1, 3, padding=1) for c in (w2, w1, w0, 24)])
+        self.confidence_head = nn.Conv2d(24, 1, 3, padding=1)
+        for head in self.heads:
+            nn.init.constant_(head.bias, self.inverse_depth_logit(INITIAL_DEPTH_M))
+        self.register_buffer("image_mean_3", torch.tensor(IMAGE_MEAN_3), persistent=False)
+        self.register_buffer("image_std_3", torch.tensor(IMAGE_STD_3), persistent=False)
+
+    def depth_hypotheses_d(self, device: torch.device) -> torch.Tensor:
+        """(D,) plane depths in metres the model sweeps."""
+        return inverse_depth_hypotheses_d(self.config.near, self.config.far, self.config.num_hypotheses, device)
+
+    def inverse_depth_logit(self, depth: float) -> float:
+        """The logit that `to_inverse_depth` maps to 1 / `depth` (metres)."""
+        lo, hi = 1.0 / self.config.far, 1.0 / self.config.near
+        share = min(max((1.0 / depth - lo) / (hi - lo), 1e-4), 1 - 1e-4)
+        return math.log(share / (1.0 - share))
+
+    def to_inverse_depth(self, logit_b1hw: torch.Tensor) -> torch.Tensor:
+        """Sigmoid of a logit mapped linearly onto [1/far, 1/near] (1/metres)."""
+        lo, hi = 1.0 / self.config.far, 1.0 / self.config.near
+        return lo + (hi - lo) * torch.sigmoid(logit_b1hw)
+
+    def forward(
+        self,
+        ref_image_b3hw: torch.Tensor,
+        src_images_bn3hw: torch.Tensor,
+        K_b33: torch.Tensor,
+        src_T_ref_bn44: torch.Tensor,
+    ) -> ModelOutput:
+        """ref_image_b3hw and src_images_bn3hw: RGB in [0, 1] at (H, W); K_b33: intrinsics at
+        (H, W) in pixels; src_T_ref_bn44: reference-to-source transforms (metres)."""
+        b, n, _, h, w = src_images_bn3hw.shape
+        if h % 4 or w % 4 or ref_image_b3hw.shape[-2:] != (h, w):
+            raise ValueError(
+                f"expected reference and source images of one size divisible by 4, got "
+                f"{tuple(ref_image_b3hw.shape[-2:])} and {(h, w)}"
+            )
+        images_b3hw = torch.cat([ref_image_b3hw[:, None], src_images_bn3hw], dim=1).reshape(b * (n + 1), 3, h, w)
+        normalised_b3hw = (images_b3hw - self.image_mean_3[:, None, None]) / self.image_std_3[:, None, None]
+        half_bchw, quarter_bchw, matching_bchw = self.encoder(normalised_b3hw)
+        matching_bnchw = matching_bchw.reshape(b, n + 1, *matching_bchw.shape[1:])
+        depth_d = self.depth_hypotheses_d(ref_image_b3hw.device)
+        sweep = same_camera_sweep(scale_intrinsics_b33(K_b33, 0.25), src_T_ref_bn44, depth_d, h // 4, w // 4)
+        feature_cost = feature_cost_volume(matching_bnchw[:, 0], matching_bnchw[:, 1:], sweep)
+        grey_b1hw = F.avg_pool2d(images_b3hw.mean(dim=1, keepdim=True), 4)
+        grey_bn1hw = grey_b1hw.reshape(b, n + 1, 1, h // 4, w // 4)
+        zncc_cost = zncc_cost_volume(grey_bn1hw[:, 0], grey_bn1hw[:, 1:], sweep, self.config.zncc_window)
+        context_quarter_bchw = quarter_bchw.reshape(b, n + 1, *quarter_bchw.shape[1:])[:, 0]
+        context_half_bchw = half_bchw.reshape(b, n + 1, *half_bchw.shape[1:])[:, 0]
+        x0 = self.stem(torch.cat([feature_cost.cost_bdhw, zncc_cost.cost_bdhw, context_quarter_bchw], dim=1))
+        x1 = self.down1(x0)
+        x2 = self.down2(x1)
+        x3 = self.down3(x2)
+        y2 = self.up2(x3, x2)
+        y1 = self.up1(y2, x1)
+        y0 = self.up0(y1, x0)
+        logits_quarter_b1hw = self.heads[2](y0)
+        y_half = self.up_half(torch.cat([y0, logits_quarter_b1hw], dim=1), context_half_bchw)
+        logits = [self.heads[0](y2), self.heads[1](y1), logits_quarter_b1hw, self.heads[3](y_half)]
+        return ModelOutput(
+            inverse_depths_b1hw=[self.to_inverse_depth(logit_b1hw) for logit_b1hw in logits],
+            confidence_b1hw=torch.sigmoid(self.confidence_head(y_half)),
+        )
+
+
+def scale_intrinsics_b33(K_b33: torch.Tensor, factor: float) -> torch.Tensor:
+    """Intrinsics of images resized by `factor`, pixel centres at integers."""
+    K_scaled_b33 = K_b33.clone()
+    K_scaled_b33[:, :2, :2] *= factor
+    K_scaled_b33[:, :2, 2] = (K_b33[:, :2, 2] + 0.5) * factor - 0.5
+    return K_scaled_b33
+
+
+def save_model(
+    path: Path, model: DepthNet, training_config: dict[str, Any], validation: dict[str, float]
+) -> None:
+    """Write the state_dict, model config, training config and validation metrics.
+
+    Everything stored is a tensor or a plain type, so `load_model` can use weights_only.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_config": dataclasses.asdict(model.config),
+        "training_config": training_config,
+        "validation": validation,
+    }
+    partial = path.with_name(path.name + ".partial")
+    torch.save(payload, partial)
+    partial.replace(path)
+
+
+@dataclass
+class LoadedModel:
+    """A model read by `load_model`, in eval mode, with what was stored alongside it."""
+
+    model: DepthNet
+    training_config: dict[str, Any]
+    validation: dict[str, float]
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Read a file written by `save_model` (torch.load with weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model weights not found; train some with `python -m mvs.train --name NAME`")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    stored = payload["model_config"]
+    config = ModelConfig(**{**stored, "widths": tuple(stored["widths"])})
+    model = DepthNet(config)
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    return LoadedModel(model=model, training_config=payload["training_config"], validation=payload["validation"])

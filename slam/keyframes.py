@@ -1,0 +1,185 @@
+"""Keyframe selection and source-frame planning for multi-view stereo.
+
+Poses are `world_T_cam_44` (camera-to-world, metres). The distance between two poses is the
+one of DeepVideoMVS: sqrt(||t_rel||^2 + (2/3) trace(I - R_rel)) for the relative motion
+(R_rel, t_rel), so 0.1 is about 10 cm of translation or 7 degrees of rotation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mvs.geometry import invert_pose_44
+from mvs.types import Camera
+
+KEYFRAME_MODES = ("auto", "all")
+
+
+@dataclass
+class KeyframeConfig:
+    """How references and their sources are chosen.
+
+    new_keyframe_distance: pose distance from the last keyframe that makes a new keyframe.
+    min_distance, max_distance: pose distances a source may have to its reference.
+    optimal_distance: the preferred distance; sources closest to it are chosen first.
+    max_view_angle_deg: largest angle between the optical axes of reference and source.
+    min_overlap: share of the reference's view (sampled at `overlap_depths`, metres) that a
+        source must see.
+    max_sources: at most this many sources per reference.
+    search_keyframes: in `auto` mode, how many of the latest keyframes are candidates.
+    """
+
+    new_keyframe_distance: float = 0.1
+    min_distance: float = 0.05
+    max_distance: float = 0.6
+    optimal_distance: float = 0.2
+    max_view_angle_deg: float = 30.0
+    min_overlap: float = 0.5
+    max_sources: int = 2
+    search_keyframes: int = 12
+    overlap_depths: tuple[float, ...] = (1.0, 2.0, 4.0)
+
+
+@dataclass(frozen=True)
+class KeyframePlan:
+    """A reference frame and the source frames to sweep it with (positions in the pose list)."""
+
+    reference_index: int
+    source_indices: tuple[int, ...]
+
+
+@dataclass
+class KeyframeSelection:
+    """The result of planning: one plan per reference that found overlapping sources.
+
+    keyframe_indices: positions of every selected keyframe (in `all` mode, every frame).
+    unplanned_indices: keyframes that got no plan because no candidate overlapped enough.
+    """
+
+    plans: list[KeyframePlan] = field(default_factory=list)
+    keyframe_indices: list[int] = field(default_factory=list)
+    unplanned_indices: list[int] = field(default_factory=list)
+
+
+def pose_distance(world_T_a_44: np.ndarray, world_T_b_44: np.ndarray) -> float:
+    """sqrt(||t||^2 + (2/3) trace(I - R)) of the relative motion a_T_b (metres, unitless)."""
+    return float(pose_distances_n(world_T_a_44, np.asarray(world_T_b_44)[None])[0])
+
+
+def pose_distances_n(world_T_a_44: np.ndarray, world_T_b_n44: np.ndarray) -> np.ndarray:
+    """`pose_distance` from one pose a to each of N poses b: (N,)."""
+    a_T_b_n44 = invert_pose_44(world_T_a_44)[None] @ world_T_b_n44
+    rotation_term_n = (2.0 / 3.0) * (3.0 - np.trace(a_T_b_n44[:, :3, :3], axis1=1, axis2=2))
+    return np.sqrt(np.sum(a_T_b_n44[:, :3, 3] ** 2, axis=1) + np.maximum(rotation_term_n, 0.0))
+
+
+def view_angles_deg_n(world_T_a_44: np.ndarray, world_T_b_n44: np.ndarray) -> np.ndarray:
+    """Angles in degrees between the optical axis (z) of camera a and those of N cameras b."""
+    cosine_n = np.clip(world_T_b_n44[:, :3, 2] @ world_T_a_44[:3, 2], -1.0, 1.0)
+    return np.degrees(np.arccos(cosine_n))
+
+
+def view_overlaps_n(
+    world_T_ref_44: np.ndarray, world_T_src_n44: np.ndarray, camera: Camera, depths: tuple[float, ...]
+) -> np.ndarray:
+    """(N,) share of reference pixels (an 8 x 6 grid at each of `depths`, metres) each source sees."""
+    u_g, v_g = np.meshgrid(
+        (np.arange(8) + 0.5) * camera.width / 8 - 0.5, (np.arange(6) + 0.5) * camera.height / 6 - 0.5
+    )
+    rays_g3 = np.stack([u_g.ravel(), v_g.ravel(), np.ones(u_g.size)], axis=1) @ np.linalg.inv(camera.K_33).T
+    points_ref_m3 = np.concatenate([rays_g3 * depth for depth in depths])
+    src_T_ref_n44 = np.linalg.inv(world_T_src_n44) @ world_T_ref_44
+    points_src_nm3 = points_ref_m3[None] @ src_T_ref_n44[:, :3, :3].transpose(0, 2, 1) + src_T_ref_n44[:, None, :3, 3]
+    z_nm = points_src_nm3[..., 2]
+    in_front_nm = z_nm > 1e-6
+    pixels_nm3 = points_src_nm3 @ camera.K_33.T
+    z_safe_nm = np.where(in_front_nm, z_nm, 1.0)
+    u_nm = pixels_nm3[..., 0] / z_safe_nm
+    v_nm = pixels_nm3[..., 1] / z_safe_nm
+    inside_nm = (
+        in_front_nm & (u_nm >= 0) & (u_nm <= camera.width - 1) & (v_nm >= 0) & (v_nm <= camera.height - 1)
+    )
+    return inside_nm.mean(axis=1)
+
+
+def choose_sources(
+    world_T_cam_n44: list[np.ndarray],
+    reference_index: int,
+    candidate_indices: list[int],
+    camera: Camera,
+    config: KeyframeConfig,
+) -> tuple[int, ...]:
+    """The at most `max_sources` candidates that overlap the reference, best first.
+
+    A candidate qualifies with a pose distance in [min_distance, max_distance], a view angle
+    of at most max_view_angle_deg and a view overlap of at least min_overlap; qualified
+    candidates are ranked by |distance - optimal_distance|.
+    """
+    if not candidate_indices:
+        return ()
+    world_T_ref_44 = world_T_cam_n44[reference_index]
+    candidates_c = np.asarray(candidate_indices)
+    world_T_src_c44 = np.stack([world_T_cam_n44[i] for i in candidate_indices])
+    distances_c = pose_distances_n(world_T_ref_44, world_T_src_c44)
+    keep_c = (
+        (distances_c >= config.min_distance)
+        & (distances_c <= config.max_distance)
+        & (view_angles_deg_n(world_T_ref_44, world_T_src_c44) <= config.max_view_angle_deg)
+    )
+    if keep_c.any():
+        overlaps_k = view_overlaps_n(world_T_ref_44, world_T_src_c44[keep_c], camera, config.overlap_depths)
+        keep_c[keep_c] = overlaps_k >= config.min_overlap
+    order_k = np.argsort(np.abs(distances_c[keep_c] - config.optimal_distance), kind="stable")
+    return tuple(int(i) for i in candidates_c[keep_c][order_k][: config.max_sources])
+
+
+def select_keyframes(
+    world_T_cam_n44: list[np.ndarray], camera: Camera, config: KeyframeConfig, mode: str = "auto"
+) -> KeyframeSelection:
+    """Plan references and sources over a trajectory (positions index `world_T_cam_n44`).
+
+    `auto`: a frame becomes a keyframe when its pose distance to the last keyframe reaches
+    `new_keyframe_distance` (the first frame is one); each keyframe takes its sources among
+    the `search_keyframes` previous keyframes. `all`: every frame is a reference and takes
+    its sources among all other frames, earlier and later.
+    """
+    if mode not in KEYFRAME_MODES:
+        raise ValueError(f"keyframe mode: expected one of {KEYFRAME_MODES}, got {mode!r}")
+    if config.max_sources < 1:
+        raise ValueError(f"max_sources: expected >= 1, got {config.max_sources}")
+    for position, world_T_cam_44 in enumerate(world_T_cam_n44):
+        if np.asarray(world_T_cam_44).shape != (4, 4) or not np.all(np.isfinite(world_T_cam_44)):
+            raise ValueError(f"pose {position}: expected a finite 4x4 camera-to-world matrix")
+    selection = KeyframeSelection()
+    if mode == "all":
+        everything = list(range(len(world_T_cam_n44)))
+        for reference_index in everything:
+            candidates = [index for index in everything if index != reference_index]
+            _add_plan(selection, world_T_cam_n44, reference_index, candidates, camera, config)
+        return selection
+    for position, world_T_cam_44 in enumerate(world_T_cam_n44):
+        if selection.keyframe_indices:
+            last_44 = world_T_cam_n44[selection.keyframe_indices[-1]]
+            if pose_distance(last_44, world_T_cam_44) < config.new_keyframe_distance:
+                continue
+        candidates = selection.keyframe_indices[-config.search_keyframes :]
+        _add_plan(selection, world_T_cam_n44, position, candidates, camera, config)
+    return selection
+
+
+def _add_plan(
+    selection: KeyframeSelection,
+    world_T_cam_n44: list[np.ndarray],
+    reference_index: int,
+    candidates: list[int],
+    camera: Camera,
+    config: KeyframeConfig,
+) -> None:
+    selection.keyframe_indices.append(reference_index)
+    sources = choose_sources(world_T_cam_n44, reference_index, candidates, camera, config)
+    if sources:
+        selection.plans.append(KeyframePlan(reference_index, sources))
+    else:
+        selection.unplanned_indices.append(reference_index)

@@ -1,0 +1,140 @@
+"""Depth estimators on frames: a synthetic plane, input checks, model save/load, real frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mvs.config import DepthConfig
+from mvs.depth import ClassicDepthEstimator, EstimatorConfig, LearnedDepthEstimator
+from mvs.depth_metrics import DepthMetricsAccumulator
+from mvs.geometry import invert_pose_44, make_pose_44, register_depth_hw
+from mvs.network import DEFAULT_WEIGHTS_PATH, DepthNet, ModelConfig, load_model, save_model
+from mvs.types import Camera, Frame
+from test_costvolume import rotation_33, small_camera, textured_plane_views
+
+REDKITCHEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen"
+
+
+def plane_frames(camera: Camera, plane_depth: float) -> tuple[Frame, list[Frame]]:
+    """A reference looking at a textured plane and two sources, with camera-to-world poses."""
+    world_T_ref_44 = make_pose_44(rotation_33([0.3, 1.0, 0.0], 0.4), np.array([1.0, -2.0, 0.5]))
+    src_T_ref_n44 = np.stack(
+        [
+            make_pose_44(rotation_33([0, 1, 0], 0.03), np.array([0.15, 0.02, 0.01])),
+            make_pose_44(rotation_33([1, 0, 0], -0.02), np.array([-0.12, 0.06, -0.02])),
+        ]
+    )
+    ref_13hw, src_1n3hw = textured_plane_views(camera, plane_depth, src_T_ref_n44, channels=3, seed=1)
+
+    def to_uint8_hw3(image_3hw: torch.Tensor) -> np.ndarray:
+        return np.rint(image_3hw.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+    reference = Frame(0, 0.0, to_uint8_hw3(ref_13hw[0]), world_T_cam_44=world_T_ref_44)
+    sources = [
+        Frame(i + 1, float(i + 1), to_uint8_hw3(src_1n3hw[0, i]), world_T_cam_44=world_T_ref_44 @ invert_pose_44(T_44))
+        for i, T_44 in enumerate(src_T_ref_n44)
+    ]
+    return reference, sources
+
+
+def test_classic_estimator_recovers_a_plane_at_the_input_resolution() -> None:
+    camera = small_camera(320, 240)
+    reference, sources = plane_frames(camera, 2.0)
+    result = ClassicDepthEstimator(DepthConfig(), EstimatorConfig(device="cpu")).estimate(reference, sources, camera)
+    assert result.depth_hw.shape == (240, 320) and result.depth_hw.dtype == np.float32
+    assert result.confidence_hw.shape == (240, 320) and result.confidence_hw.dtype == np.float32
+    estimated_hw = result.depth_hw > 0
+    assert estimated_hw.mean() > 0.6
+    relative_error_n = np.abs(result.depth_hw[estimated_hw] - 2.0) / 2.0
+    assert np.median(relative_error_n) < 0.01
+    assert np.mean(relative_error_n < 0.05) > 0.95
+
+
+def test_estimators_reject_bad_input() -> None:
+    camera = small_camera(320, 240)
+    reference, sources = plane_frames(camera, 2.0)
+    estimator = ClassicDepthEstimator(DepthConfig(), EstimatorConfig(device="cpu"))
+    with pytest.raises(ValueError, match="1..7 source frames"):
+        estimator.estimate(reference, [], camera)
+    with pytest.raises(ValueError, match="world_T_cam_44"):
+        estimator.estimate(Frame(0, 0.0, reference.image_hw3), sources, camera)
+    with pytest.raises(ValueError, match="expected an image of 120x160x3"):
+        estimator.estimate(reference, sources, small_camera(160, 120))
+
+
+def test_model_round_trip_and_learned_estimator(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = DepthNet(ModelConfig(widths=(16, 16, 16, 16))).eval()
+    weights_path = tmp_path / "tiny.pt"
+    save_model(weights_path, model, {"steps": 1, "rooms": [1, 2]}, {"abs_rel": 0.5})
+    assert weights_path.stat().st_size < 20 * 2**20
+    loaded = load_model(weights_path)
+    assert loaded.training_config == {"steps": 1, "rooms": [1, 2]} and loaded.validation == {"abs_rel": 0.5}
+    camera = small_camera(320, 240)
+    reference, sources = plane_frames(camera, 2.0)
+    ref_b3hw = torch.rand(1, 3, 64, 96)
+    src_bn3hw = torch.rand(1, 2, 3, 64, 96)
+    K_b33 = torch.from_numpy(small_camera(96, 64).K_33).float()[None]
+    src_T_ref_bn44 = torch.eye(4).repeat(1, 2, 1, 1)
+    src_T_ref_bn44[0, :, 0, 3] = torch.tensor([0.1, -0.1])
+    with torch.no_grad():
+        expected = model(ref_b3hw, src_bn3hw, K_b33, src_T_ref_bn44)
+        actual = loaded.model(ref_b3hw, src_bn3hw, K_b33, src_T_ref_bn44)
+    assert [x.shape[-2:] for x in actual.inverse_depths_b1hw] == [(4, 6), (8, 12), (16, 24), (32, 48)]
+    for a_b1hw, e_b1hw in zip(actual.inverse_depths_b1hw, expected.inverse_depths_b1hw):
+        assert torch.equal(a_b1hw, e_b1hw)
+        assert a_b1hw.min() >= 1 / 20.0 and a_b1hw.max() <= 1 / 0.25
+    estimator = LearnedDepthEstimator(DepthConfig(), EstimatorConfig(device="cpu"), weights_path)
+    result = estimator.estimate(reference, sources, camera)
+    assert result.depth_hw.shape == (240, 320) and result.depth_hw.dtype == np.float32
+    assert np.all((result.depth_hw == 0) | ((result.depth_hw >= 0.25) & (result.depth_hw <= 20.0)))
+    with pytest.raises(FileNotFoundError, match="mvs.train"):
+        load_model(tmp_path / "missing.pt")
+
+
+def redkitchen_frame(index: int) -> Frame:
+    image_hw3 = cv2.cvtColor(cv2.imread(str(REDKITCHEN / f"frame-{index:06d}.color.jpg")), cv2.COLOR_BGR2RGB)
+    raw_hw = cv2.imread(str(REDKITCHEN / f"frame-{index:06d}.depth.png"), cv2.IMREAD_UNCHANGED).astype(np.float32)
+    raw_hw[raw_hw >= 65535] = 0
+    K_depth_33 = np.array([[585.0, 0, 320], [0, 585.0, 240], [0, 0, 1]])
+    depth_hw = register_depth_hw(raw_hw / 1000.0, K_depth_33, REDKITCHEN_CAMERA.K_33, 640, 480)
+    world_T_cam_44 = np.loadtxt(REDKITCHEN / f"frame-{index:06d}.pose.txt")
+    return Frame(index, float(index), image_hw3, depth_hw, world_T_cam_44)
+
+
+REDKITCHEN_CAMERA = Camera(np.array([[525.0, 0, 320], [0, 525.0, 240], [0, 0, 1]]), 640, 480)
+REDKITCHEN_PLANS = [(300, (270, 330)), (600, (570, 630)), (900, (870, 930))]
+
+
+def redkitchen_metrics(estimator: ClassicDepthEstimator | LearnedDepthEstimator) -> DepthMetricsAccumulator:
+    accumulator = DepthMetricsAccumulator()
+    for reference_index, source_indices in REDKITCHEN_PLANS:
+        reference = redkitchen_frame(reference_index)
+        sources = [redkitchen_frame(i) for i in source_indices]
+        accumulator.add(estimator.estimate(reference, sources, REDKITCHEN_CAMERA).depth_hw, reference.depth_hw)
+    return accumulator
+
+
+@pytest.mark.skipif(not REDKITCHEN.is_dir(), reason=f"7-Scenes redkitchen data not found at {REDKITCHEN}")
+def test_classic_estimator_on_real_frames() -> None:
+    metrics = redkitchen_metrics(ClassicDepthEstimator(DepthConfig(), EstimatorConfig(device="cpu"))).result()
+    # A winner-take-all sweep on real rooms: AbsRel around 0.3-0.5 is typical.
+    assert metrics.abs_rel < 0.5
+    assert metrics.delta1 > 0.5
+    assert metrics.completeness > 0.5
+
+
+@pytest.mark.skipif(not REDKITCHEN.is_dir(), reason=f"7-Scenes redkitchen data not found at {REDKITCHEN}")
+@pytest.mark.skipif(not DEFAULT_WEIGHTS_PATH.is_file(), reason=f"no trained weights at {DEFAULT_WEIGHTS_PATH}")
+def test_learned_estimator_on_real_frames_beats_the_classic_one() -> None:
+    learned = redkitchen_metrics(LearnedDepthEstimator(DepthConfig(), EstimatorConfig(device="cpu"))).result()
+    classic = redkitchen_metrics(ClassicDepthEstimator(DepthConfig(), EstimatorConfig(device="cpu"))).result()
+    assert learned.abs_rel < 0.2
+    assert learned.delta1 > 0.75
+    assert learned.completeness > 0.85
+    assert learned.abs_rel < classic.abs_rel
