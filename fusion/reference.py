@@ -84,9 +84,12 @@ def fuse_reference_mesh(
 
 
 def reference_mesh(
-    sequence: Sequence, config: FusionConfig, stride: int = 1, progress: bool = True
+    sequence: Sequence, config: FusionConfig, stride: int = 1, progress: bool = True, max_cull_views: int = 100
 ) -> o3d.geometry.TriangleMesh:
     """The surface to evaluate against, culled to every `stride`-th ground-truth view.
+
+    Culling uses at most `max_cull_views` of those views, evenly spread: neighbouring video
+    frames see nearly the same surfaces, and each view costs a ray-cast of the whole mesh.
 
     A sequence with its own mesh (`sequence.has_mesh`, synthetic rooms) uses that mesh;
     otherwise the sensor depth is fused with `fuse_reference_mesh`'s method. Culling keeps
@@ -101,4 +104,6 @@ def reference_mesh(
         world_T_cam_44_list = _gt_world_T_cam_44_list(sequence, stride)
     else:
         mesh, world_T_cam_44_list = _fuse(sequence, config, stride, progress)
-    return cull_to_views(mesh, sequence.camera, world_T_cam_44_list, depth_max=config.depth_max)
+    keep_n = np.unique(np.linspace(0, len(world_T_cam_44_list) - 1, max_cull_views).round().astype(int))
+    cull_views = [world_T_cam_44_list[k] for k in keep_n]
+    return cull_to_views(mesh, sequence.camera, cull_views, depth_max=config.depth_max)

@@ -13,6 +13,9 @@ from typing import Any
 
 import yaml
 
+from slam.frontend import VOConfig
+from slam.rgbd import RGBDConfig
+
 
 @dataclass
 class SequenceConfig:
@@ -24,10 +27,16 @@ class SequenceConfig:
 
 @dataclass
 class TrackingConfig:
-    """Where camera poses come from: `gt` (dataset), `track` (monocular VO), `rgbd`."""
+    """Where camera poses come from: `gt` (dataset), `track` (monocular VO), `rgbd`.
+
+    `scale` fixes the unknown scale of monocular tracking: `sensor` (depth sensor), `gt`
+    (ground-truth poses, for evaluation only) or `none` (tracking units).
+    """
 
     poses: str = "gt"
     scale: str = "none"
+    vo: VOConfig = field(default_factory=VOConfig)
+    rgbd: RGBDConfig = field(default_factory=RGBDConfig)
 
 
 @dataclass

@@ -3,7 +3,9 @@
 The sequence and frame selection default to those in `DIR/config.yaml`. Mesh metrics compare
 `DIR/mesh.ply` with the reference: the synthetic room's `mesh.ply`, or for real RGB-D
 sequences a mesh fused from sensor depth with ground-truth poses (cached as
-`DIR/reference.ply`); the reference is culled to the surfaces the cameras saw.
+`DIR/reference.ply`); the reference is culled to the surfaces the cameras saw. Trajectory
+metrics (ATE, RPE after SE(3) and Sim(3) alignment) compare `DIR/trajectory.txt` with the
+ground-truth poses and draw `DIR/trajectory.png`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import open3d as o3d
 
 from fusion.export import write_json_atomic, write_ply
@@ -21,6 +24,8 @@ from fusion.reference import reference_mesh
 from mvs.config import RunConfig, load_yaml, update_dataclass
 from mvs.pipeline import load_sequence
 from mvs.types import Sequence
+from slam.alignment import Similarity, umeyama_alignment
+from slam.trajectory import TrajectoryMetrics, evaluate_trajectory, plot_trajectory_png, read_tum_trajectory
 
 
 @dataclass
@@ -29,6 +34,8 @@ class EvalReport:
 
     sequence: str
     mesh: MeshMetrics | None = None
+    trajectory_se3: TrajectoryMetrics | None = None
+    trajectory_sim3: TrajectoryMetrics | None = None
 
 
 def read_mesh(path: Path) -> o3d.geometry.TriangleMesh:
@@ -41,8 +48,14 @@ def read_mesh(path: Path) -> o3d.geometry.TriangleMesh:
     return mesh
 
 
-def evaluate_mesh(sequence: Sequence, config: RunConfig, out_dir: Path) -> MeshMetrics | None:
-    """Mesh metrics at 5 cm against the (cached) reference; None without ground truth."""
+def evaluate_mesh(
+    sequence: Sequence, config: RunConfig, out_dir: Path, world_alignment: Similarity | None
+) -> MeshMetrics | None:
+    """Mesh metrics at 5 cm against the (cached) reference; None without ground truth.
+
+    `world_alignment` maps the run's world frame (that of estimated poses) onto the ground
+    truth's; None when the run used ground-truth poses.
+    """
     if not (sequence.has_mesh or (sequence.has_depth and sequence.has_poses)):
         return None
     cached = out_dir / "reference.ply"
@@ -51,13 +64,68 @@ def evaluate_mesh(sequence: Sequence, config: RunConfig, out_dir: Path) -> MeshM
     else:
         reference = reference_mesh(sequence, config.fusion)
         write_ply(cached, reference)
-    return mesh_metrics(read_mesh(out_dir / "mesh.ply"), reference, threshold=0.05)
+    mesh = read_mesh(out_dir / "mesh.ply")
+    if world_alignment is not None:
+        vertices_n3 = world_alignment.apply_n3(np.asarray(mesh.vertices))
+        mesh.vertices = o3d.utility.Vector3dVector(vertices_n3)
+    return mesh_metrics(mesh, reference, threshold=0.05)
+
+
+def read_trajectory(path: Path, sequence: Sequence) -> dict[int, np.ndarray]:
+    """Camera-to-world poses of a TUM trajectory, keyed by the dataset index of their timestamp."""
+    timestamps_n, world_T_cam_n44 = read_tum_trajectory(path)
+    index_by_time = {round(sequence.timestamp(i), 6): i for i in sequence.indices}
+    poses = {}
+    for timestamp, world_T_cam_44 in zip(timestamps_n, world_T_cam_n44):
+        index = index_by_time.get(round(float(timestamp), 6))
+        if index is None:
+            raise ValueError(f"{path}: timestamp {timestamp} matches no frame of {sequence.root}")
+        poses[index] = world_T_cam_44
+    return poses
+
+
+@dataclass
+class TrajectoryEvaluation:
+    """ATE/RPE after SE(3) and Sim(3) alignment, and the alignment the run's units call for."""
+
+    se3: TrajectoryMetrics
+    sim3: TrajectoryMetrics
+    world_alignment: Similarity
+
+
+def evaluate_trajectory_file(sequence: Sequence, out_dir: Path, metric: bool) -> TrajectoryEvaluation | None:
+    """Score `trajectory.txt` and draw `trajectory.png`; None without ground truth.
+
+    `metric` says the run's poses are in metres (SE(3) alignment of its world frame),
+    otherwise in tracking units (Sim(3)).
+    """
+    path = out_dir / "trajectory.txt"
+    if not (sequence.has_poses and path.is_file()):
+        return None
+    est_world_T_cam_44 = read_trajectory(path, sequence)
+    gt_world_T_cam_44 = sequence.gt_world_T_cam_44
+    se3 = evaluate_trajectory(est_world_T_cam_44, gt_world_T_cam_44, with_scale=False)
+    sim3 = evaluate_trajectory(est_world_T_cam_44, gt_world_T_cam_44, with_scale=True)
+    common = sorted(set(est_world_T_cam_44) & set(gt_world_T_cam_44))
+    est_n3 = np.stack([est_world_T_cam_44[i][:3, 3] for i in common])
+    gt_n3 = np.stack([gt_world_T_cam_44[i][:3, 3] for i in common])
+    world_alignment = umeyama_alignment(est_n3, gt_n3, with_scale=not metric)
+    plot_trajectory_png(out_dir / "trajectory.png", world_alignment.apply_n3(est_n3), gt_n3)
+    return TrajectoryEvaluation(se3, sim3, world_alignment)
 
 
 def evaluate(config: RunConfig, out_dir: Path) -> EvalReport:
     """Score the outputs in `out_dir` of a run made with `config`; writes `eval.json`."""
     sequence = load_sequence(config)
-    report = EvalReport(sequence=str(sequence.root), mesh=evaluate_mesh(sequence, config, out_dir))
+    metric = config.tracking.poses != "track" or config.tracking.scale != "none"
+    trajectory = evaluate_trajectory_file(sequence, out_dir, metric)
+    world_alignment = None if config.tracking.poses == "gt" or trajectory is None else trajectory.world_alignment
+    report = EvalReport(
+        sequence=str(sequence.root),
+        mesh=evaluate_mesh(sequence, config, out_dir, world_alignment),
+        trajectory_se3=None if trajectory is None else trajectory.se3,
+        trajectory_sim3=None if trajectory is None else trajectory.sim3,
+    )
     write_json_atomic(out_dir / "eval.json", asdict(report))
     return report
 
@@ -74,6 +142,14 @@ def format_table(report: EvalReport) -> str:
             (f"mesh recall @ {m.threshold * 100:.0f} cm", f"{m.recall:.3f}"),
             (f"mesh F-score @ {m.threshold * 100:.0f} cm", f"{m.fscore:.3f}"),
         ]
+    for t in (report.trajectory_se3, report.trajectory_sim3):
+        if t is not None:
+            rows += [
+                (f"ATE RMSE, {t.alignment} (m)", f"{t.ate_rmse:.4f}"),
+                (f"RPE translation, {t.alignment} (m/frame)", f"{t.rpe_translation_rmse:.4f}"),
+                (f"RPE rotation, {t.alignment} (deg/frame)", f"{t.rpe_rotation_rmse_deg:.3f}"),
+                (f"frames posed / with ground truth", f"{t.frames_matched} / {t.frames_ground_truth}"),
+            ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

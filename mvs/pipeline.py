@@ -23,19 +23,14 @@ from mvs.config import RunConfig, TrackingConfig, to_yaml
 from mvs.geometry import invert_pose_44
 from mvs.sequences import open_sequence
 from mvs.types import Frame, Sequence
+from slam.frontend import track_sequence
+from slam.result import METRES, TrackingFailed, TrackingResult
+from slam.rgbd import track_rgbd_sequence
+from slam.scale import scale_from_gt, scale_from_sensor
 from slam.trajectory import format_tum_trajectory
 
 SEQUENCES_DIR = Path("sequences")
 OUTPUTS_DIR = Path("outputs")
-
-
-@dataclass
-class PoseEstimate:
-    """Camera-to-world poses by dataset frame index, and the unit of their translations."""
-
-    world_T_cam_44: dict[int, np.ndarray]
-    units: str = "metres"
-    lost: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -94,18 +89,33 @@ def load_sequence(config: RunConfig) -> Sequence:
     return open_sequence(name, SEQUENCES_DIR, config.sequence.frames)
 
 
-def estimate_poses(sequence: Sequence, config: TrackingConfig) -> PoseEstimate:
-    """Camera poses for the selected frames, from the source `config.poses` names."""
+def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult:
+    """Camera poses for the selected frames, from the source `config.poses` names.
+
+    Monocular tracking is scaled to metres as `config.scale` says; raises TrackingFailed
+    (carrying the poses found so far) when tracking cannot initialise.
+    """
     if config.poses == "gt":
         if not sequence.has_poses:
             raise ValueError(
                 f"{sequence.root}: --poses gt needs ground-truth poses and this sequence has none"
             )
-        return PoseEstimate(dict(sequence.gt_world_T_cam_44))
-    raise ValueError(f"--poses {config.poses}: not available; use --poses gt")
+        return TrackingResult(dict(sequence.gt_world_T_cam_44), [], np.zeros((0, 3)), float("nan"), METRES)
+    if config.poses == "rgbd":
+        if not sequence.has_depth:
+            raise ValueError(f"{sequence.root}: --poses rgbd needs sensor depth and this sequence has none")
+        return track_rgbd_sequence(sequence, config.rgbd)
+    if config.poses != "track":
+        raise ValueError(f"--poses: expected gt, track or rgbd, got '{config.poses}'")
+    result = track_sequence(sequence, config.vo)
+    if config.scale == "sensor":
+        return scale_from_sensor(result, sequence)
+    if config.scale == "gt":
+        return scale_from_gt(result, sequence)
+    return result
 
 
-def sensor_depth_maps(sequence: Sequence, poses: PoseEstimate, report: RunReport) -> Iterator[DepthMap]:
+def sensor_depth_maps(sequence: Sequence, poses: TrackingResult, report: RunReport) -> Iterator[DepthMap]:
     """The depth sensor's maps of every posed frame (`--depth sensor`)."""
     if not sequence.has_depth:
         raise ValueError(f"{sequence.root}: --depth sensor needs sensor depth and this sequence has none")
@@ -120,7 +130,7 @@ def sensor_depth_maps(sequence: Sequence, poses: PoseEstimate, report: RunReport
         yield DepthMap(frame, frame.depth_hw, poses.world_T_cam_44[index])
 
 
-def depth_maps(sequence: Sequence, poses: PoseEstimate, config: RunConfig, report: RunReport) -> Iterator[DepthMap]:
+def depth_maps(sequence: Sequence, poses: TrackingResult, config: RunConfig, report: RunReport) -> Iterator[DepthMap]:
     """Depth maps from the source `config.depth.source` names."""
     if config.depth.source == "sensor":
         return sensor_depth_maps(sequence, poses, report)
@@ -128,7 +138,7 @@ def depth_maps(sequence: Sequence, poses: PoseEstimate, config: RunConfig, repor
 
 
 def write_outputs(
-    out_dir: Path, volume: TSDFVolume | None, sequence: Sequence, poses: PoseEstimate | None, report: RunReport
+    out_dir: Path, volume: TSDFVolume | None, sequence: Sequence, poses: TrackingResult | None, report: RunReport
 ) -> None:
     """Write mesh, cloud, trajectory and report of whatever has been computed so far."""
     with timed(report, "write"):
@@ -166,12 +176,22 @@ def run(config: RunConfig) -> RunReport:
         skipped=dict(sequence.skipped),
     )
     volume: TSDFVolume | None = None
-    poses: PoseEstimate | None = None
+    poses: TrackingResult | None = None
     try:
         with timed(report, "poses"):
-            poses = estimate_poses(sequence, config.tracking)
-        report.units = poses.units
+            try:
+                poses = estimate_poses(sequence, config.tracking)
+            except TrackingFailed as failure:
+                poses = failure.partial
+                raise
+        report.units = poses.scale
+        if poses.scale != METRES and config.depth.source == "sensor":
+            raise ValueError(
+                f"--poses {config.tracking.poses} gives poses in {poses.scale}; fusing sensor depth "
+                "needs metres: add --scale sensor (or --scale gt for evaluation)"
+            )
         report.frames_posed = sum(i in poses.world_T_cam_44 for i in sequence.indices)
+        report.skipped.update({i: "tracking lost" for i in poses.lost})
         volume = TSDFVolume(config.fusion)
         fusion_seconds = 0.0
         depth_iter = depth_maps(sequence, poses, config, report)

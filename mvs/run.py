@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mvs.config import RunConfig, load_yaml, resolve_device, to_yaml, update_dataclass
 from mvs.pipeline import run
+from slam.result import TrackingFailed
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrackingFailed as failure:
+        print(f"error: {failure}; the poses found so far are in trajectory.txt", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted: wrote what was fused so far (see report.json)", file=sys.stderr)
         return 130

@@ -45,7 +45,8 @@ class BundleConfig:
 class BundleResult:
     """Refined poses (K, 4, 4) cam_T_world and points (N, 3) in world units; errors_m:
     final reprojection error (pixels, inf behind a camera) of every observation; costs
-    are robust sums of squared pixel errors."""
+    are robust sums of squared pixel errors, initially over all observations and finally
+    over those kept in the last round."""
 
     cam_T_world_k44: np.ndarray
     points_n3: np.ndarray
@@ -236,6 +237,11 @@ def _robust_rounds(
     optimise_points: bool,
 ) -> tuple[pp.LieTensor, torch.Tensor, float, float, int]:
     """`config.rounds` LM runs, each without the previous round's outliers."""
+    if problem.config.rounds < 1 or problem.config.iterations < 1:
+        raise ValueError(
+            f"BundleConfig: expected rounds >= 1 and iterations >= 1, got {problem.config.rounds} "
+            f"and {problem.config.iterations}"
+        )
     initial_cost = problem.cost(cam_T_world_k7, points_n3)
     iterations = 0
     for round_index in range(problem.config.rounds):

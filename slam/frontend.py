@@ -2,11 +2,13 @@
 
 Each frame's KLT tracks that carry a map point give 2D-3D matches for PnP (RANSAC, then
 LM refinement). A keyframe is inserted when the camera has moved far enough relative to
-the scene depth, turned, or lost too many tracks; there new points are triangulated
-between the keyframe where a track was born and the new one, the last keyframes are
-bundle-adjusted (the oldest of the window fixed, which also fixes the monocular scale),
-and new corners fill the image. Non-keyframe poses are stored relative to their keyframe,
-so bundle adjustment moves them too. When tracking is lost the tracker re-initialises
+the scene depth, turned, or lost too many tracks. There, map points of recent keyframes
+that are no longer tracked are searched for again around their projection; new points
+are triangulated between the keyframe where a track was born and the new one; the last
+keyframes are bundle-adjusted together with fixed older keyframes that see the same
+points (which fixes the gauge and the monocular scale); and new corners fill the image.
+Non-keyframe poses are stored relative to their keyframe, so bundle adjustment moves
+them too. When tracking is lost the tracker re-initialises
 from two views and chains the new segment to the last pose of the old one (same pose,
 same median scene depth). Poses are in "tracking units": the first map has median
 depth 1.
@@ -21,12 +23,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mvs.geometry import invert_pose_44, project_n2, rotation_angle, transform_n3
+from mvs.geometry import invert_pose_44, project_n2, transform_n3
 from mvs.types import Camera, Sequence
 from slam.bundle import BundleConfig, bundle_adjust
 from slam.klt import KLTConfig, detect_corners_n2, free_mask_hw, track_points_n2
 from slam.pnp import solve_pnp
 from slam.result import TRACKING_UNITS, TrackingFailed, TrackingResult
+from slam.trajectory import rotation_angle_deg
 from slam.twoview import checked_triangulation, initialise_two_view
 
 
@@ -79,7 +82,6 @@ class _Keyframe:
     image, kept while the keyframe is recent enough to re-find points from."""
 
     frame_index: int
-    segment: int
     cam_T_world_44: np.ndarray
     track_ids_n: np.ndarray
     uv_n2: np.ndarray
@@ -106,6 +108,7 @@ class _PointStore:
         self.birth_uv_n2 = np.zeros((1024, 2))
 
     def reserve(self, count: int) -> None:
+        """Grow the arrays (doubling) until they hold at least `count` tracks."""
         while count > len(self.ok_n):
             size = len(self.ok_n)
             self.xyz_n3 = np.concatenate([self.xyz_n3, np.zeros((size, 3))])
@@ -130,7 +133,6 @@ class MonocularTracker:
         self.keyframes: list[_Keyframe] = []
         self.anchors: dict[int, tuple[int, np.ndarray]] = {}
         self.lost: list[int] = []
-        self.segment = -1
         self.segment_first_kf = 0
         self.initialised = False
         self.prev_gray_hw: np.ndarray | None = None
@@ -164,7 +166,6 @@ class MonocularTracker:
 
     def _start_segment(self, frame_index: int, gray_hw: np.ndarray) -> None:
         """Begin a new map with `frame_index` as the two-view reference frame."""
-        self.segment += 1
         self.segment_first_kf = len(self.keyframes)
         self.initialised = False
         self.reference_index = frame_index
@@ -199,7 +200,6 @@ class MonocularTracker:
         config = self.config
         if len(self.track_ids_n) < config.init_min_tracks or len(self.pending) >= config.init_max_frames:
             self._abandon_segment()
-            self.segment -= 1
             self._start_segment(frame_index, gray_hw)
             return
         self.pending.append(_PendingFrame(frame_index, self.track_ids_n.copy(), self.track_uv_n2.astype(np.float64)))
@@ -232,27 +232,24 @@ class MonocularTracker:
     ) -> None:
         """Two keyframes and the triangulated inliers; then pose the pending frames."""
         ids_n = self.track_ids_n
-        depth = float(np.median(points_n3[inlier_n, 2]))
-        b_T_a_44 = b_T_a_44.copy()
-        b_T_a_44[:3, 3] /= depth
-        self.points.xyz_n3[ids_n[inlier_n]] = points_n3[inlier_n] / depth
+        self.points.xyz_n3[ids_n[inlier_n]] = points_n3[inlier_n]
         self.points.ok_n[ids_n[inlier_n]] = True
         first_kf = len(self.keyframes)
         self.points.birth_kf_n[ids_n] = first_kf
         all_n = np.ones(len(ids_n), dtype=bool)
         self.keyframes.append(
             _Keyframe(
-                self.reference_index, self.segment, np.eye(4), ids_n.copy(), reference_uv_n2, all_n, self.reference_gray_hw
+                self.reference_index, np.eye(4), ids_n.copy(), reference_uv_n2, all_n, self.reference_gray_hw
             )
         )
         self.keyframes.append(
             _Keyframe(
-                frame_index, self.segment, b_T_a_44, ids_n.copy(), self.track_uv_n2.astype(np.float64), all_n.copy(), gray_hw
+                frame_index, b_T_a_44, ids_n.copy(), self.track_uv_n2.astype(np.float64), all_n.copy(), gray_hw
             )
         )
         self._local_bundle_adjustment()
         self._normalise_segment_scale(first_kf)
-        if self.segment > 0 and self.last_cam_T_world_44 is not None:
+        if self.last_cam_T_world_44 is not None:
             self._chain_segment(first_kf)
         self.anchors[self.reference_index] = (first_kf, np.eye(4))
         self.anchors[frame_index] = (first_kf + 1, np.eye(4))
@@ -279,7 +276,7 @@ class MonocularTracker:
 
     def _chain_segment(self, first_kf: int) -> None:
         """Place a re-initialised segment at the last tracked pose with the last median depth."""
-        scale = self._keyframe_median_depth(self.keyframes[first_kf - 1]) if first_kf > 0 else 1.0
+        scale = self._keyframe_median_depth(self.keyframes[first_kf - 1])
         world_T_segment_44 = invert_pose_44(self.last_cam_T_world_44)
         segment_ids_n = np.unique(np.concatenate([kf.track_ids_n for kf in self.keyframes[first_kf:]]))
         segment_ids_n = segment_ids_n[self.points.ok_n[segment_ids_n]]
@@ -335,7 +332,6 @@ class MonocularTracker:
             self.keyframes.append(
                 _Keyframe(
                     frame_index,
-                    self.segment,
                     cam_T_world_44,
                     self.track_ids_n.copy(),
                     self.track_uv_n2.astype(np.float64),
@@ -361,7 +357,7 @@ class MonocularTracker:
         baseline = float(np.linalg.norm(kf_T_cam_44[:3, 3]))
         return (
             baseline > config.keyframe_baseline_ratio * self._keyframe_median_depth(kf)
-            or np.degrees(rotation_angle(kf_T_cam_44[:3, :3])) > config.keyframe_rotation_deg
+            or rotation_angle_deg(kf_T_cam_44[:3, :3]) > config.keyframe_rotation_deg
             or tracked < config.keyframe_min_tracked
             or self.frames_since_keyframe >= config.keyframe_max_gap
         )

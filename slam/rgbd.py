@@ -32,16 +32,16 @@ class RGBDConfig:
 
     max_width: frames wider than this are downscaled (pixels); depth_max: depth beyond
     this is ignored (metres); iterations: Gauss-Newton iterations per pyramid level, from
-    fine to coarse, as Open3D orders them; method: "hybrid", "point_to_plane" or
+    coarse to fine (each level halves the size); method: "hybrid", "point_to_plane" or
     "intensity"; depth_outlier_trunc, depth_huber_delta (metres) and intensity_huber_delta
     (intensity in [0, 1]): the robust loss; min_fitness: the smallest share of pixels that
     must find a correspondence for a registration to count; keyframe_translation_m and
     keyframe_rotation_deg: motion from the keyframe that triggers a new one.
     """
 
-    max_width: int = 320
+    max_width: int = 160
     depth_max: float = 4.0
-    iterations: tuple[int, ...] = (10, 5, 3)
+    iterations: tuple[int, ...] = (20, 10, 5)
     method: str = "hybrid"
     depth_outlier_trunc: float = 0.07
     depth_huber_delta: float = 0.05
