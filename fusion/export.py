@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 import open3d as o3d
 
@@ -88,3 +89,18 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
     written as `Infinity` / `NaN`, which Python's json module reads back.
     """
     return write_text_atomic(path, json.dumps(obj, indent=2, default=_to_json) + "\n")
+
+
+def write_depth_png(path: Path, depth_hw: np.ndarray) -> Path:
+    """Write a depth map (metres, 0 = none) as a uint16 millimetre PNG, atomically.
+
+    Depths beyond 65.534 m are written as 0 (no estimate) rather than wrapped.
+    """
+    depth_mm_hw = np.rint(np.asarray(depth_hw, dtype=np.float64) * 1000.0)
+    depth_mm_hw[~np.isfinite(depth_mm_hw) | (depth_mm_hw < 0) | (depth_mm_hw >= 65535)] = 0
+
+    def write(temporary: Path) -> None:
+        if not cv2.imwrite(str(temporary), depth_mm_hw.astype(np.uint16)):
+            raise OSError(f"{path}: OpenCV could not write the depth PNG")
+
+    return _write_atomic(path, write)

@@ -13,7 +13,9 @@ from typing import Any
 
 import yaml
 
+from mvs.regressors import ClassicRegressorConfig
 from slam.frontend import VOConfig
+from slam.keyframes import KeyframeConfig
 from slam.rgbd import RGBDConfig
 
 
@@ -41,12 +43,34 @@ class TrackingConfig:
 
 @dataclass
 class DepthConfig:
-    """Where per-frame depth comes from: `sensor`, `classic` or `learned` plane sweep."""
+    """Where per-frame depth comes from: `sensor`, or a `classic` or `learned` plane sweep.
+
+    keyframes: `auto` (a depth map per keyframe) or `all` (every selected frame).
+    near, far: depth range of the sweep (metres); estimates outside it are dropped.
+    num_hypotheses: fronto-parallel planes of the classic sweep, uniform in inverse depth
+        (a learned model keeps the hypotheses it was trained with).
+    working_width, working_height: resolution (pixels) inputs are resized to.
+    classic_downscale: the classic cost volume is built at the working size over this factor.
+    zncc_window: ZNCC patch size (pixels at the cost volume's resolution).
+    learned_min_confidence: learned pixels with a lower confidence get no depth.
+    fuse_min_confidence: pixels below this confidence are not fused (either regressor).
+    weights: the learned model: a name under mvs/weights/ or a path to a .pt file.
+    """
 
     source: str = "sensor"
     keyframes: str = "auto"
     near: float = 0.25
     far: float = 20.0
+    num_hypotheses: int = 64
+    working_width: int = 320
+    working_height: int = 240
+    classic_downscale: int = 2
+    zncc_window: int = 5
+    learned_min_confidence: float = 0.0
+    fuse_min_confidence: float = 0.0
+    weights: str = "depthnet"
+    classic: ClassicRegressorConfig = field(default_factory=ClassicRegressorConfig)
+    keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
 
 
 @dataclass

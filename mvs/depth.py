@@ -8,8 +8,7 @@ resolution.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
@@ -19,36 +18,11 @@ import torch
 from mvs.config import DepthConfig
 from mvs.costvolume import inverse_depth_hypotheses_d, same_camera_sweep, zncc_cost_volume
 from mvs.geometry import invert_pose_44
-from mvs.network import DEFAULT_WEIGHTS_PATH, load_model
-from mvs.regressors import ClassicRegressorConfig, classic_regress
+from mvs.network import load_model, resolve_weights_path
+from mvs.regressors import classic_regress
 from mvs.types import Camera, Frame
 
 MAX_SOURCES = 7
-
-
-@dataclass
-class EstimatorConfig:
-    """Settings shared by the depth estimators.
-
-    num_hypotheses: fronto-parallel planes, uniform in inverse depth between
-        DepthConfig.near and .far (the classic sweep; a learned model keeps its own).
-    working_width, working_height: resolution (pixels) inputs are resized to.
-    classic_downscale: the classic cost volume is built at the working resolution divided
-        by this factor.
-    zncc_window: ZNCC patch size (pixels at the cost volume's resolution).
-    learned_min_confidence: learned pixels with a lower confidence get no depth.
-    device: torch device name, or `auto` (CUDA when available, else CPU).
-    classic: the classic regressor's settings.
-    """
-
-    num_hypotheses: int = 64
-    working_width: int = 320
-    working_height: int = 240
-    classic_downscale: int = 2
-    zncc_window: int = 5
-    learned_min_confidence: float = 0.0
-    device: str = "auto"
-    classic: ClassicRegressorConfig = field(default_factory=ClassicRegressorConfig)
 
 
 @dataclass
@@ -67,13 +41,6 @@ class DepthEstimator(Protocol):
     """Anything that turns a reference frame and posed source frames into depth."""
 
     def estimate(self, reference: Frame, sources: list[Frame], camera: Camera) -> DepthResult: ...
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when available, else CPU; any other name is used as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -141,10 +108,9 @@ def _grey_b1hw(image_b3hw: torch.Tensor) -> torch.Tensor:
 class ClassicDepthEstimator:
     """ZNCC plane sweep with the winner-take-all regressor of `mvs.regressors`."""
 
-    def __init__(self, depth_config: DepthConfig, config: EstimatorConfig | None = None) -> None:
-        self.depth_config = depth_config
-        self.config = config or EstimatorConfig()
-        self.device = resolve_device(self.config.device)
+    def __init__(self, config: DepthConfig, device: str = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
 
     @torch.no_grad()
     def estimate(self, reference: Frame, sources: list[Frame], camera: Camera) -> DepthResult:
@@ -153,7 +119,7 @@ class ClassicDepthEstimator:
         width, height = c.working_width // c.classic_downscale, c.working_height // c.classic_downscale
         inputs = prepare_inputs(reference, sources, camera, width, height, self.device)
         depth_d = inverse_depth_hypotheses_d(
-            self.depth_config.near, self.depth_config.far, c.num_hypotheses, self.device
+            self.config.near, self.config.far, c.num_hypotheses, self.device
         )
         sweep = same_camera_sweep(inputs.K_b33, inputs.src_T_ref_bn44, depth_d, height, width)
         cost_volume = zncc_cost_volume(
@@ -169,28 +135,22 @@ class ClassicDepthEstimator:
 
 
 class LearnedDepthEstimator:
-    """Plane sweep with the learned regressor of `mvs.network`, loaded from `weights_path`.
+    """Plane sweep with the learned regressor of `mvs.network`, loaded from `config.weights`.
 
     The model sweeps its own trained hypotheses (near, far, count stored with the weights);
     depths outside DepthConfig's [near, far] and pixels below `learned_min_confidence` get
     no estimate.
     """
 
-    def __init__(
-        self,
-        depth_config: DepthConfig,
-        config: EstimatorConfig | None = None,
-        weights_path: Path = DEFAULT_WEIGHTS_PATH,
-    ) -> None:
-        self.depth_config = depth_config
-        self.config = config or EstimatorConfig()
+    def __init__(self, config: DepthConfig, device: str = "cpu") -> None:
+        self.config = config
         if self.config.working_width % 4 or self.config.working_height % 4:
             raise ValueError(
                 f"working size: expected width and height divisible by 4, got "
                 f"{self.config.working_width}x{self.config.working_height}"
             )
-        self.device = resolve_device(self.config.device)
-        self.model = load_model(Path(weights_path), self.device).model
+        self.device = torch.device(device)
+        self.model = load_model(resolve_weights_path(config.weights), self.device).model
 
     @torch.no_grad()
     def estimate(self, reference: Frame, sources: list[Frame], camera: Camera) -> DepthResult:
@@ -201,8 +161,8 @@ class LearnedDepthEstimator:
         depth_hw = output.depth_b1hw(c.working_height, c.working_width)[0, 0]
         confidence_hw = output.confidence_resized_b1hw(c.working_height, c.working_width)[0, 0]
         keep_hw = (
-            (depth_hw >= self.depth_config.near)
-            & (depth_hw <= self.depth_config.far)
+            (depth_hw >= self.config.near)
+            & (depth_hw <= self.config.far)
             & (confidence_hw >= c.learned_min_confidence)
         )
         depth_hw = torch.where(keep_hw, depth_hw, torch.zeros_like(depth_hw))

@@ -3,7 +3,8 @@
 The sequence and frame selection default to those in `DIR/config.yaml`. Mesh metrics compare
 `DIR/mesh.ply` with the reference: the synthetic room's `mesh.ply`, or for real RGB-D
 sequences a mesh fused from sensor depth with ground-truth poses (cached as
-`DIR/reference.ply`); the reference is culled to the surfaces the cameras saw. Trajectory
+`DIR/reference.ply`); the reference is culled to the surfaces the cameras saw. Depth
+metrics compare `DIR/depth/<index>.png` with the sensor depth. Trajectory
 metrics (ATE, RPE after SE(3) and Sim(3) alignment) compare `DIR/trajectory.txt` with the
 ground-truth poses and draw `DIR/trajectory.png`.
 """
@@ -15,12 +16,15 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import open3d as o3d
+from tqdm import tqdm
 
 from fusion.export import write_json_atomic, write_ply
 from fusion.metrics import MeshMetrics, mesh_metrics
 from fusion.reference import reference_mesh
+from mvs.depth_metrics import DepthMetrics, DepthMetricsAccumulator
 from mvs.config import RunConfig, load_yaml, update_dataclass
 from mvs.pipeline import load_sequence
 from mvs.types import Sequence
@@ -34,6 +38,7 @@ class EvalReport:
 
     sequence: str
     mesh: MeshMetrics | None = None
+    depth: DepthMetrics | None = None
     trajectory_se3: TrajectoryMetrics | None = None
     trajectory_sim3: TrajectoryMetrics | None = None
 
@@ -84,6 +89,25 @@ def read_trajectory(path: Path, sequence: Sequence) -> dict[int, np.ndarray]:
     return poses
 
 
+def evaluate_depth(sequence: Sequence, out_dir: Path) -> DepthMetrics | None:
+    """Metrics of every `out_dir/depth/<index>.png` against the sensor depth within (0, 10] m,
+    accumulated over all pixels of all maps; None without maps or sensor depth."""
+    paths = sorted((out_dir / "depth").glob("*.png"), key=lambda p: p.stem)
+    if not (sequence.has_depth and paths):
+        return None
+    accumulator = DepthMetricsAccumulator(max_depth=10.0)
+    positions = {index: position for position, index in enumerate(sequence.indices)}
+    for path in tqdm(paths, desc="depth metrics", unit="map"):
+        if not path.stem.isdigit() or int(path.stem) not in positions:
+            raise ValueError(f"{path}: expected <frame index>.png of a frame of {sequence.root}")
+        predicted_mm_hw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if predicted_mm_hw is None:
+            raise ValueError(f"{path}: cannot read depth image")
+        frame = sequence[positions[int(path.stem)]]
+        accumulator.add(predicted_mm_hw.astype(np.float32) / 1000.0, frame.depth_hw)
+    return accumulator.result()
+
+
 @dataclass
 class TrajectoryEvaluation:
     """ATE/RPE after SE(3) and Sim(3) alignment, and the alignment the run's units call for."""
@@ -123,6 +147,7 @@ def evaluate(config: RunConfig, out_dir: Path) -> EvalReport:
     report = EvalReport(
         sequence=str(sequence.root),
         mesh=evaluate_mesh(sequence, config, out_dir, world_alignment),
+        depth=evaluate_depth(sequence, out_dir),
         trajectory_se3=None if trajectory is None else trajectory.se3,
         trajectory_sim3=None if trajectory is None else trajectory.sim3,
     )
@@ -141,6 +166,17 @@ def format_table(report: EvalReport) -> str:
             (f"mesh precision @ {m.threshold * 100:.0f} cm", f"{m.precision:.3f}"),
             (f"mesh recall @ {m.threshold * 100:.0f} cm", f"{m.recall:.3f}"),
             (f"mesh F-score @ {m.threshold * 100:.0f} cm", f"{m.fscore:.3f}"),
+        ]
+    if report.depth is not None:
+        d = report.depth
+        rows += [
+            ("depth AbsRel", f"{d.abs_rel:.4f}"),
+            ("depth SqRel", f"{d.sq_rel:.4f}"),
+            ("depth RMSE (m)", f"{d.rmse:.4f}"),
+            ("depth RMSE log", f"{d.rmse_log:.4f}"),
+            ("depth scale-invariant log", f"{d.silog:.4f}"),
+            ("depth delta < 1.25 / 1.25^2 / 1.25^3", f"{d.delta1:.3f} / {d.delta2:.3f} / {d.delta3:.3f}"),
+            ("depth completeness", f"{d.completeness:.3f}"),
         ]
     for t in (report.trajectory_se3, report.trajectory_sim3):
         if t is not None:

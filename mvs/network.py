@@ -24,8 +24,14 @@ from mvs.costvolume import feature_cost_volume, inverse_depth_hypotheses_d, same
 IMAGE_MEAN_3 = (0.45, 0.45, 0.45)
 IMAGE_STD_3 = (0.25, 0.25, 0.25)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS_PATH = WEIGHTS_DIR / "depthnet.pt"
-"""Weights `python -m mvs.train --name depthnet` writes and the learned estimator loads by default."""
+
+
+def resolve_weights_path(weights: str) -> Path:
+    """A model named `weights` under mvs/weights/ (`depthnet` is the one shipped), or a
+    path when `weights` ends in `.pt`."""
+    return Path(weights) if weights.endswith(".pt") else WEIGHTS_DIR / f"{weights}.pt"
+
+
 INITIAL_DEPTH_M = 2.0
 """Depth the untrained depth heads start at (their bias), a typical room distance."""
 

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
 
-from fusion.export import write_json_atomic, write_ply, write_text_atomic
+from fusion.export import write_depth_png, write_json_atomic, write_ply, write_text_atomic
 from fusion.tsdf import TSDFVolume
-from mvs.config import RunConfig, TrackingConfig, to_yaml
+from mvs.config import DepthConfig, RunConfig, TrackingConfig, to_yaml
+from mvs.depth import ClassicDepthEstimator, DepthEstimator, LearnedDepthEstimator
 from mvs.geometry import invert_pose_44
 from mvs.sequences import open_sequence
 from mvs.types import Frame, Sequence
 from slam.frontend import track_sequence
+from slam.keyframes import select_keyframes
 from slam.result import METRES, TrackingFailed, TrackingResult
 from slam.rgbd import track_rgbd_sequence
 from slam.scale import scale_from_gt, scale_from_sensor
@@ -53,6 +56,8 @@ class RunReport:
     units: str
     frames_selected: int
     frames_posed: int = 0
+    keyframes: int = 0
+    depth_maps: int = 0
     frames_fused: int = 0
     skipped: dict[int, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -130,11 +135,57 @@ def sensor_depth_maps(sequence: Sequence, poses: TrackingResult, report: RunRepo
         yield DepthMap(frame, frame.depth_hw, poses.world_T_cam_44[index])
 
 
-def depth_maps(sequence: Sequence, poses: TrackingResult, config: RunConfig, report: RunReport) -> Iterator[DepthMap]:
+def make_estimator(config: DepthConfig, device: str) -> DepthEstimator:
+    """The plane-sweep depth estimator `config.source` names (`classic` or `learned`)."""
+    if config.source == "classic":
+        return ClassicDepthEstimator(config, device)
+    if config.source == "learned":
+        return LearnedDepthEstimator(config, device)
+    raise ValueError(f"--depth: expected sensor, classic or learned, got '{config.source}'")
+
+
+def plane_sweep_depth_maps(
+    sequence: Sequence, poses: TrackingResult, config: RunConfig, report: RunReport, out_dir: Path
+) -> Iterator[DepthMap]:
+    """Multi-view stereo depth of every keyframe (`--depth classic|learned`).
+
+    Each depth map is written to `out_dir/depth/<index>.png` (uint16 mm, 0 = no estimate)
+    and yielded without the pixels below `fuse_min_confidence`. Keyframes whose candidate
+    sources do not overlap them get no depth and are counted in `report.skipped`.
+    """
+    estimator = make_estimator(config.depth, config.device)
+    posed = [i for i in sequence.indices if i in poses.world_T_cam_44]
+    selection = select_keyframes(
+        [poses.world_T_cam_44[i] for i in posed], sequence.camera, config.depth.keyframe, config.depth.keyframes
+    )
+    for position in selection.unplanned_indices:
+        report.skipped[posed[position]] = "no overlapping source frames"
+    report.keyframes = len(selection.keyframe_indices)
+
+    @lru_cache(maxsize=4 * config.depth.keyframe.max_sources)
+    def posed_frame(index: int) -> Frame:
+        return replace(sequence.load_frame(index), world_T_cam_44=poses.world_T_cam_44[index])
+
+    depth_dir = out_dir / "depth"
+    depth_dir.mkdir(exist_ok=True)
+    for plan in selection.plans:
+        reference = posed_frame(posed[plan.reference_index])
+        sources = [posed_frame(posed[k]) for k in plan.source_indices]
+        result = estimator.estimate(reference, sources, sequence.camera)
+        write_depth_png(depth_dir / f"{reference.index}.png", result.depth_hw)
+        report.depth_maps += 1
+        confident_hw = result.confidence_hw >= config.depth.fuse_min_confidence
+        yield DepthMap(reference, np.where(confident_hw, result.depth_hw, 0.0).astype(np.float32),
+                       reference.world_T_cam_44)
+
+
+def depth_maps(
+    sequence: Sequence, poses: TrackingResult, config: RunConfig, report: RunReport, out_dir: Path
+) -> Iterator[DepthMap]:
     """Depth maps from the source `config.depth.source` names."""
     if config.depth.source == "sensor":
         return sensor_depth_maps(sequence, poses, report)
-    raise ValueError(f"--depth {config.depth.source}: not available; use --depth sensor")
+    return plane_sweep_depth_maps(sequence, poses, config, report, out_dir)
 
 
 def write_outputs(
@@ -194,8 +245,8 @@ def run(config: RunConfig) -> RunReport:
         report.skipped.update({i: "tracking lost" for i in poses.lost})
         volume = TSDFVolume(config.fusion)
         fusion_seconds = 0.0
-        depth_iter = depth_maps(sequence, poses, config, report)
-        progress = tqdm(total=len(sequence), desc="depth + fusion", unit="frame")
+        depth_iter = depth_maps(sequence, poses, config, report, out_dir)
+        progress = tqdm(total=len(sequence) if config.depth.source == "sensor" else None, desc="depth + fusion", unit="frame")
         loop_start = time.perf_counter()
         for depth_map in depth_iter:
             start = time.perf_counter()

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from mvs.config import DepthConfig
-from mvs.depth import ClassicDepthEstimator, EstimatorConfig, LearnedDepthEstimator
+from mvs.depth import ClassicDepthEstimator, LearnedDepthEstimator
 from mvs.depth_metrics import DepthMetricsAccumulator
 from mvs.geometry import invert_pose_44, make_pose_44, register_depth_hw
-from mvs.network import DEFAULT_WEIGHTS_PATH, DepthNet, ModelConfig, load_model, save_model
+from mvs.network import DepthNet, resolve_weights_path, ModelConfig, load_model, save_model
 from mvs.types import Camera, Frame
 from test_costvolume import rotation_33, small_camera, textured_plane_views
 
@@ -45,7 +45,7 @@ def plane_frames(camera: Camera, plane_depth: float) -> tuple[Frame, list[Frame]
 def test_classic_estimator_recovers_a_plane_at_the_input_resolution() -> None:
     camera = small_camera(320, 240)
     reference, sources = plane_frames(camera, 2.0)
-    result = ClassicDepthEstimator(DepthConfig(), EstimatorConfig(device="cpu")).estimate(reference, sources, camera)
+    result = ClassicDepthEstimator(DepthConfig(), "cpu").estimate(reference, sources, camera)
     assert result.depth_hw.shape == (240, 320) and result.depth_hw.dtype == np.float32
     assert result.confidence_hw.shape == (240, 320) and result.confidence_hw.dtype == np.float32
     estimated_hw = result.depth_hw > 0
@@ -58,7 +58,7 @@ def test_classic_estimator_recovers_a_plane_at_the_input_resolution() -> None:
 def test_estimators_reject_bad_input() -> None:
     camera = small_camera(320, 240)
     reference, sources = plane_frames(camera, 2.0)
-    estimator = ClassicDepthEstimator(DepthConfig(), EstimatorConfig(device="cpu"))
+    estimator = ClassicDepthEstimator(DepthConfig(), "cpu")
     with pytest.raises(ValueError, match="1..7 source frames"):
         estimator.estimate(reference, [], camera)
     with pytest.raises(ValueError, match="world_T_cam_44"):
@@ -89,7 +89,7 @@ def test_model_round_trip_and_learned_estimator(tmp_path: Path) -> None:
     for a_b1hw, e_b1hw in zip(actual.inverse_depths_b1hw, expected.inverse_depths_b1hw):
         assert torch.equal(a_b1hw, e_b1hw)
         assert a_b1hw.min() >= 1 / 20.0 and a_b1hw.max() <= 1 / 0.25
-    estimator = LearnedDepthEstimator(DepthConfig(), EstimatorConfig(device="cpu"), weights_path)
+    estimator = LearnedDepthEstimator(DepthConfig(weights=str(weights_path)), "cpu")
     result = estimator.estimate(reference, sources, camera)
     assert result.depth_hw.shape == (240, 320) and result.depth_hw.dtype == np.float32
     assert np.all((result.depth_hw == 0) | ((result.depth_hw >= 0.25) & (result.depth_hw <= 20.0)))
@@ -122,7 +122,7 @@ def redkitchen_metrics(estimator: ClassicDepthEstimator | LearnedDepthEstimator)
 
 @pytest.mark.skipif(not REDKITCHEN.is_dir(), reason=f"7-Scenes redkitchen data not found at {REDKITCHEN}")
 def test_classic_estimator_on_real_frames() -> None:
-    metrics = redkitchen_metrics(ClassicDepthEstimator(DepthConfig(), EstimatorConfig(device="cpu"))).result()
+    metrics = redkitchen_metrics(ClassicDepthEstimator(DepthConfig(), "cpu")).result()
     # A winner-take-all sweep on real rooms: AbsRel around 0.3-0.5 is typical.
     assert metrics.abs_rel < 0.5
     assert metrics.delta1 > 0.5
@@ -130,10 +130,13 @@ def test_classic_estimator_on_real_frames() -> None:
 
 
 @pytest.mark.skipif(not REDKITCHEN.is_dir(), reason=f"7-Scenes redkitchen data not found at {REDKITCHEN}")
-@pytest.mark.skipif(not DEFAULT_WEIGHTS_PATH.is_file(), reason=f"no trained weights at {DEFAULT_WEIGHTS_PATH}")
+@pytest.mark.skipif(
+    not resolve_weights_path(DepthConfig().weights).is_file(),
+    reason=f"no trained weights at {resolve_weights_path(DepthConfig().weights)}",
+)
 def test_learned_estimator_on_real_frames_beats_the_classic_one() -> None:
-    learned = redkitchen_metrics(LearnedDepthEstimator(DepthConfig(), EstimatorConfig(device="cpu"))).result()
-    classic = redkitchen_metrics(ClassicDepthEstimator(DepthConfig(), EstimatorConfig(device="cpu"))).result()
+    learned = redkitchen_metrics(LearnedDepthEstimator(DepthConfig(), "cpu")).result()
+    classic = redkitchen_metrics(ClassicDepthEstimator(DepthConfig(), "cpu")).result()
     assert learned.abs_rel < 0.2
     assert learned.delta1 > 0.75
     assert learned.completeness > 0.85
