@@ -100,7 +100,7 @@ def upsample_result(depth_hw: np.ndarray, confidence_hw: np.ndarray, width: int,
     return DepthResult(depth_hw=upsampled_hw, confidence_hw=confidence_up_hw)
 
 
-def _grey_b1hw(image_b3hw: torch.Tensor) -> torch.Tensor:
+def grey_b1hw(image_b3hw: torch.Tensor) -> torch.Tensor:
     weights_3 = torch.tensor([0.299, 0.587, 0.114], dtype=image_b3hw.dtype, device=image_b3hw.device)
     return (image_b3hw * weights_3[:, None, None]).sum(dim=-3, keepdim=True)
 
@@ -123,7 +123,7 @@ class ClassicDepthEstimator:
         )
         sweep = same_camera_sweep(inputs.K_b33, inputs.src_T_ref_bn44, depth_d, height, width)
         cost_volume = zncc_cost_volume(
-            _grey_b1hw(inputs.ref_image_b3hw), _grey_b1hw(inputs.src_images_bn3hw), sweep, c.zncc_window
+            grey_b1hw(inputs.ref_image_b3hw), grey_b1hw(inputs.src_images_bn3hw), sweep, c.zncc_window
         )
         prediction = classic_regress(cost_volume, inputs.ref_image_b3hw, c.classic)
         return upsample_result(
