@@ -89,9 +89,10 @@ def read_trajectory(path: Path, sequence: Sequence) -> dict[int, np.ndarray]:
     return poses
 
 
-def evaluate_depth(sequence: Sequence, out_dir: Path) -> DepthMetrics | None:
-    """Metrics of every `out_dir/depth/<index>.png` against the sensor depth within (0, 10] m,
-    accumulated over all pixels of all maps; None without maps or sensor depth."""
+def evaluate_depth(sequence: Sequence, out_dir: Path, scale: float) -> DepthMetrics | None:
+    """Metrics of every `out_dir/depth/<index>.png`, multiplied by `scale` (the Sim(3)
+    alignment scale of a run in tracking units, else 1), against the sensor depth within
+    (0, 10] m, accumulated over all pixels of all maps; None without maps or sensor depth."""
     paths = sorted((out_dir / "depth").glob("*.png"), key=lambda p: p.stem)
     if not (sequence.has_depth and paths):
         return None
@@ -104,7 +105,7 @@ def evaluate_depth(sequence: Sequence, out_dir: Path) -> DepthMetrics | None:
         if predicted_mm_hw is None:
             raise ValueError(f"{path}: cannot read depth image")
         frame = sequence[positions[int(path.stem)]]
-        accumulator.add(predicted_mm_hw.astype(np.float32) / 1000.0, frame.depth_hw)
+        accumulator.add(predicted_mm_hw.astype(np.float32) * np.float32(scale / 1000.0), frame.depth_hw)
     return accumulator.result()
 
 
@@ -147,7 +148,7 @@ def evaluate(config: RunConfig, out_dir: Path) -> EvalReport:
     report = EvalReport(
         sequence=str(sequence.root),
         mesh=evaluate_mesh(sequence, config, out_dir, world_alignment),
-        depth=evaluate_depth(sequence, out_dir),
+        depth=evaluate_depth(sequence, out_dir, 1.0 if metric or trajectory is None else trajectory.world_alignment.scale),
         trajectory_se3=None if trajectory is None else trajectory.se3,
         trajectory_sim3=None if trajectory is None else trajectory.sim3,
     )

@@ -33,6 +33,8 @@ from slam.scale import scale_from_gt, scale_from_sensor
 from slam.trajectory import format_tum_trajectory
 
 SEQUENCES_DIR = Path("sequences")
+NOMINAL_MEDIAN_DEPTH_M = 2.0
+NORMALISED_UNITS = f"tracking units (scaled to a {NOMINAL_MEDIAN_DEPTH_M:g} m median scene depth)"
 OUTPUTS_DIR = Path("outputs")
 
 
@@ -117,7 +119,11 @@ def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult
         return scale_from_sensor(result, sequence)
     if config.scale == "gt":
         return scale_from_gt(result, sequence)
-    return result
+    if config.scale != "none":
+        raise ValueError(f"--scale: expected none, sensor or gt, got '{config.scale}'")
+    # Unknown scale: normalise it so the median scene depth is that of a typical room, which
+    # keeps the depth range and the TSDF voxel size meaningful.
+    return result.scaled(NOMINAL_MEDIAN_DEPTH_M / result.median_depth, NORMALISED_UNITS)
 
 
 def sensor_depth_maps(sequence: Sequence, poses: TrackingResult, report: RunReport) -> Iterator[DepthMap]:
