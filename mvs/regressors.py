@@ -28,9 +28,9 @@ class ClassicRegressorConfig:
     min_confidence: pixels whose confidence stays below it get no depth.
     """
 
-    aggregation_window: int = 5
+    aggregation_window: int = 15
     confidence_temperature: float = 0.05
-    median_window: int = 5
+    median_window: int = 7
     colour_sigma: float = 0.1
     min_confidence: float = 0.3
 
