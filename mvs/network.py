@@ -42,8 +42,7 @@ class ModelConfig:
 
     near, far, num_hypotheses: planes uniform in inverse depth (metres).
     feature_channels: channels of the matching features correlated in the cost volume.
-    zncc_window: patch size (pixels) of the photometric ZNCC cost, swept at
-        1/zncc_downscale of the input resolution (2 or 4) and averaged to 1/4.
+    zncc_window: patch size of the photometric ZNCC cost at 1/4 resolution (pixels).
     widths: U-Net channels at 1/4, 1/8, 1/16 and 1/32 of the input resolution.
     """
 
@@ -52,7 +51,6 @@ class ModelConfig:
     num_hypotheses: int = 64
     feature_channels: int = 16
     zncc_window: int = 3
-    zncc_downscale: int = 4
     widths: tuple[int, int, int, int] = (48, 64, 96, 128)
 
 
@@ -127,8 +125,6 @@ class DepthNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        if config.zncc_downscale not in (2, 4):
-            raise ValueError(f"zncc_downscale: expected 2 or 4, got {config.zncc_downscale}")
         d = config.num_hypotheses
         w0, w1, w2, w3 = config.widths
         self.encoder = FeatureEncoder(config.feature_channels)
@@ -162,19 +158,6 @@ class DepthNet(nn.Module):
         lo, hi = 1.0 / self.config.far, 1.0 / self.config.near
         return lo + (hi - lo) * torch.sigmoid(logit_b1hw)
 
-    def zncc_cost_bdhw(
-        self, images_b3hw: torch.Tensor, K_b33: torch.Tensor, src_T_ref_bn44: torch.Tensor, depth_d: torch.Tensor
-    ) -> torch.Tensor:
-        """The ZNCC cost volume at 1/4 resolution: swept on grey images at 1/zncc_downscale,
-        then averaged down to 1/4. images_b3hw holds each reference followed by its sources."""
-        b, n = src_T_ref_bn44.shape[:2]
-        factor = self.config.zncc_downscale
-        h, w = images_b3hw.shape[-2] // factor, images_b3hw.shape[-1] // factor
-        grey_bn1hw = F.avg_pool2d(images_b3hw.mean(dim=1, keepdim=True), factor).reshape(b, n + 1, 1, h, w)
-        sweep = same_camera_sweep(scale_intrinsics_b33(K_b33, 1.0 / factor), src_T_ref_bn44, depth_d, h, w)
-        cost_bdhw = zncc_cost_volume(grey_bn1hw[:, 0], grey_bn1hw[:, 1:], sweep, self.config.zncc_window).cost_bdhw
-        return F.avg_pool2d(cost_bdhw, 4 // factor) if factor < 4 else cost_bdhw
-
     def forward(
         self,
         ref_image_b3hw: torch.Tensor,
@@ -197,10 +180,12 @@ class DepthNet(nn.Module):
         depth_d = self.depth_hypotheses_d(ref_image_b3hw.device)
         sweep = same_camera_sweep(scale_intrinsics_b33(K_b33, 0.25), src_T_ref_bn44, depth_d, h // 4, w // 4)
         feature_cost = feature_cost_volume(matching_bnchw[:, 0], matching_bnchw[:, 1:], sweep)
-        zncc_cost_bdhw = self.zncc_cost_bdhw(images_b3hw, K_b33, src_T_ref_bn44, depth_d)
+        grey_b1hw = F.avg_pool2d(images_b3hw.mean(dim=1, keepdim=True), 4)
+        grey_bn1hw = grey_b1hw.reshape(b, n + 1, 1, h // 4, w // 4)
+        zncc_cost = zncc_cost_volume(grey_bn1hw[:, 0], grey_bn1hw[:, 1:], sweep, self.config.zncc_window)
         context_quarter_bchw = quarter_bchw.reshape(b, n + 1, *quarter_bchw.shape[1:])[:, 0]
         context_half_bchw = half_bchw.reshape(b, n + 1, *half_bchw.shape[1:])[:, 0]
-        x0 = self.stem(torch.cat([feature_cost.cost_bdhw, zncc_cost_bdhw, context_quarter_bchw], dim=1))
+        x0 = self.stem(torch.cat([feature_cost.cost_bdhw, zncc_cost.cost_bdhw, context_quarter_bchw], dim=1))
         x1 = self.down1(x0)
         x2 = self.down2(x1)
         x3 = self.down3(x2)

@@ -41,9 +41,7 @@ class AugmentConfig:
     """Per-frame photometric augmentation (images in [0, 1]) and pose noise.
 
     gain_range: exposure gain; gamma_range: gamma; channel_gain: +- per-channel gain;
-    offset: +- brightness offset; shading_probability, shading_max: a smooth random gain
-    field exp(+-shading_max) across the image (view-dependent shading the renderer lacks);
-    noise_sigma_max: Gaussian noise std; blur_probability,
+    offset: +- brightness offset; noise_sigma_max: Gaussian noise std; blur_probability,
     blur_sigma_range (pixels); motion_blur_probability, motion_blur_length_range (pixels);
     jpeg_probability, jpeg_quality_range; vignetting_probability, vignetting_max (darkening
     at the image corners); pose_noise_probability, pose_noise_deg, pose_noise_m: Gaussian
@@ -54,20 +52,18 @@ class AugmentConfig:
     gamma_range: tuple[float, float] = (0.8, 1.25)
     channel_gain: float = 0.1
     offset: float = 0.05
-    shading_probability: float = 0.5
-    shading_max: float = 0.25
-    noise_sigma_max: float = 0.03
-    blur_probability: float = 0.5
-    blur_sigma_range: tuple[float, float] = (0.3, 1.5)
-    motion_blur_probability: float = 0.2
+    noise_sigma_max: float = 0.02
+    blur_probability: float = 0.3
+    blur_sigma_range: tuple[float, float] = (0.3, 1.2)
+    motion_blur_probability: float = 0.15
     motion_blur_length_range: tuple[int, int] = (3, 7)
-    jpeg_probability: float = 0.7
-    jpeg_quality_range: tuple[int, int] = (30, 90)
+    jpeg_probability: float = 0.5
+    jpeg_quality_range: tuple[int, int] = (40, 95)
     vignetting_probability: float = 0.3
     vignetting_max: float = 0.3
-    pose_noise_probability: float = 0.7
-    pose_noise_deg: float = 0.3
-    pose_noise_m: float = 0.005
+    pose_noise_probability: float = 0.5
+    pose_noise_deg: float = 0.2
+    pose_noise_m: float = 0.003
 
 
 @dataclass
@@ -108,7 +104,7 @@ class TrainConfig:
     data_dir: str = "sequences/synthetic/train"
     runs_dir: str = "runs/train"
     weights_dir: str = ""
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(zncc_window=5, zncc_downscale=2))
+    model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -200,10 +196,6 @@ def augment_image_hw3(image_hw3: np.ndarray, rng: np.random.Generator, config: A
     gains_3 = rng.uniform(*config.gain_range) * rng.uniform(1 - config.channel_gain, 1 + config.channel_gain, 3)
     x_hw3 = x_hw3**gamma * gains_3.astype(np.float32) + rng.uniform(-config.offset, config.offset)
     height, width = x_hw3.shape[:2]
-    if rng.uniform() < config.shading_probability:
-        field_44 = rng.uniform(-1.0, 1.0, (4, 4)).astype(np.float32)
-        field_hw = cv2.resize(field_44, (width, height), interpolation=cv2.INTER_CUBIC)
-        x_hw3 *= np.exp(rng.uniform(0, config.shading_max) * field_hw)[..., None]
     if rng.uniform() < config.vignetting_probability:
         v_hw, u_hw = np.mgrid[0:height, 0:width].astype(np.float32)
         radius_sq_hw = ((u_hw - width / 2) / (width / 2)) ** 2 + ((v_hw - height / 2) / (height / 2)) ** 2
@@ -453,7 +445,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--data-dir", default=defaults.data_dir, help="where training rooms are rendered")
     parser.add_argument("--runs-dir", default=defaults.runs_dir, help="checkpoints, log and loss curve")
-    parser.add_argument("--weights-dir", default=defaults.weights_dir, help="where NAME.pt goes (default mvs/weights)")
     parser.add_argument("--resume", action="store_true", help="continue from runs-dir/NAME/checkpoint.pt")
     args = parser.parse_args(argv)
     config = dataclasses.replace(
@@ -470,7 +461,6 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         data_dir=args.data_dir,
         runs_dir=args.runs_dir,
-        weights_dir=args.weights_dir,
     )
     if config.rooms < 1 or config.val_rooms < 1 or config.steps < 1 or config.batch_size < 1:
         raise ValueError(
