@@ -8,20 +8,17 @@ to that camera (0 where invalid), and the camera-to-world pose `world_T_cam_44`.
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 from dataclasses import dataclass, replace
-from functools import cached_property
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from mvs.geometry import is_valid_pose_44, quaternion_to_matrix_33, register_depth_hw
+from mvs.frames import DepthFormat, Registration, assemble_sequence
+from mvs.geometry import quaternion_to_matrix_33
 from mvs.types import Camera, Frame, Sequence
-
-logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TUM_MAX_TIME_DIFFERENCE = 0.02
@@ -127,72 +124,29 @@ class _FrameFiles:
 
 
 @dataclass(frozen=True)
-class _DepthFormat:
-    """The depth images as stored: their camera (intrinsics, size) and metres per unit."""
-
-    camera: Camera
-    metres_per_unit: float
-
-
-@dataclass(frozen=True)
 class _FrameReader:
-    """Reads frames by dataset index into `camera` (picklable, for worker processes).
+    """Reads frames by dataset index from image files (picklable, for worker processes).
 
-    `stored_camera` is the colour camera at the resolution of the files; images are
-    resized to `camera`'s resolution and depth is registered into `camera`.
+    `stored_camera` is the colour camera at the resolution of the files; `registration`
+    brings colour and depth into the sequence camera.
     """
 
     root: Path
-    camera: Camera
     stored_camera: Camera
-    depth_format: _DepthFormat | None
+    registration: Registration
     files_by_index: dict[int, _FrameFiles]
 
     def __call__(self, index: int) -> Frame:
         files = self.files_by_index.get(index)
         if files is None:
             raise ValueError(f"{self.root}: no frame with dataset index {index}")
-        image_hw3 = _read_image_hw3(files.image_path, self.stored_camera)
-        size_wh = (self.camera.width, self.camera.height)
-        if image_hw3.shape[:2] != (self.camera.height, self.camera.width):
-            image_hw3 = cv2.resize(image_hw3, size_wh, interpolation=cv2.INTER_AREA)
+        image_hw3 = self.registration.colour_hw3(_read_image_hw3(files.image_path, self.stored_camera))
+        depth_format = self.registration.depth_format
         depth_hw = None
-        if self.depth_format is not None and files.depth_path is not None:
-            depth_hw = self._read_registered_depth_hw(files.depth_path)
+        if depth_format is not None and files.depth_path is not None:
+            depth_hw = self.registration.depth_hw(_read_depth_raw_hw(files.depth_path, depth_format.camera))
         world_T_cam_44 = None if files.world_T_cam_44 is None else files.world_T_cam_44.copy()
         return Frame(files.index, files.timestamp, image_hw3, depth_hw, world_T_cam_44)
-
-    def _read_registered_depth_hw(self, path: Path) -> np.ndarray:
-        """(H, W) float32 metres in `camera`, 0 where invalid.
-
-        Raw values 0 and 65535 are invalid; the rest are scaled to metres.
-        """
-        raw_hw = _read_depth_raw_hw(path, self.depth_format.camera)
-        valid_hw = (raw_hw > 0) & (raw_hw < np.iinfo(np.uint16).max)
-        depth_hw = np.where(valid_hw, raw_hw * np.float32(self.depth_format.metres_per_unit), 0)
-        source_hw = self._depth_source_hw
-        if source_hw is None:
-            return depth_hw.astype(np.float32)
-        return np.where(source_hw >= 0, depth_hw.reshape(-1)[source_hw], 0).astype(np.float32)
-
-    @cached_property
-    def _depth_source_hw(self) -> np.ndarray | None:
-        """(H, W) int64 flat index of the depth pixel each `camera` pixel reads (-1 where the
-        depth camera saw nothing), or None when depth is stored in `camera` already.
-
-        `register_depth_hw` is nearest-neighbour with intrinsics fixed per sequence, so
-        registering the image of pixel numbers once gives the lookup for every frame.
-        """
-        depth_camera = self.depth_format.camera
-        same_size = (depth_camera.width, depth_camera.height) == (self.camera.width, self.camera.height)
-        if same_size and np.allclose(depth_camera.K_33, self.camera.K_33):
-            return None
-        pixel_numbers_hw = np.arange(1, depth_camera.width * depth_camera.height + 1, dtype=np.float32)
-        registered_hw = register_depth_hw(
-            pixel_numbers_hw.reshape(depth_camera.height, depth_camera.width),
-            depth_camera.K_33, self.camera.K_33, self.camera.width, self.camera.height,
-        )
-        return registered_hw.astype(np.int64) - 1
 
 
 def _assemble(
@@ -200,45 +154,17 @@ def _assemble(
     layout: str,
     camera: Camera,
     stored_camera: Camera,
-    depth_format: _DepthFormat | None,
+    depth_format: DepthFormat | None,
     frame_files: list[_FrameFiles],
     has_poses: bool,
 ) -> Sequence:
     """A lazy Sequence over `frame_files`, dropping frames without a valid pose when
     the sequence has poses."""
-    if not frame_files:
-        raise ValueError(f"{root}: no frames found ({layout} layout)")
-    kept: list[_FrameFiles] = []
-    skipped: dict[int, str] = {}
-    for files in frame_files:
-        if has_poses and files.world_T_cam_44 is None:
-            skipped[files.index] = f"no pose in {files.pose_source}"
-        elif has_poses and not is_valid_pose_44(files.world_T_cam_44):
-            skipped[files.index] = f"invalid pose in {files.pose_source}"
-        else:
-            kept.append(files)
-    if skipped:
-        first_index = next(iter(skipped))
-        logger.warning(
-            "%s: skipped %d of %d frames without a valid pose (frame %d: %s)",
-            root, len(skipped), len(frame_files), first_index, skipped[first_index],
-        )
-    if not kept:
-        raise ValueError(f"{root}: every frame was skipped; frame {first_index}: {skipped[first_index]}")
-    reader = _FrameReader(root, camera, stored_camera, depth_format, {f.index: f for f in kept})
-    return Sequence(
-        name=root.name,
-        root=root,
-        layout=layout,
-        camera=camera,
-        indices=[f.index for f in kept],
-        load_frame=reader,
-        has_depth=depth_format is not None,
-        has_poses=has_poses,
-        has_mesh=(root / "mesh.ply").is_file(),
-        skipped=skipped,
-        gt_world_T_cam_44={f.index: f.world_T_cam_44 for f in kept if f.world_T_cam_44 is not None},
-        timestamps={f.index: f.timestamp for f in kept},
+    registration = Registration(camera, depth_format)
+    return assemble_sequence(
+        root, layout, camera, frame_files,
+        lambda kept: _FrameReader(root, stored_camera, registration, kept),
+        has_depth=depth_format is not None, has_poses=has_poses,
     )
 
 
@@ -271,7 +197,7 @@ def _open_scannet(root: Path, intrinsics: tuple[float, float, float, float] | No
     if depth_paths:
         depth_size_wh = _first_image_size_wh([depth_paths[i] for i in sorted(depth_paths)], depth_dir)
         depth_K_33 = _read_matrix(root / "intrinsic" / "intrinsic_depth.txt", (4, 4))[:3, :3]
-        depth_format = _DepthFormat(Camera(depth_K_33, *depth_size_wh), 1e-3)
+        depth_format = DepthFormat(Camera(depth_K_33, *depth_size_wh), 1e-3)
         camera = stored_camera.scaled(*depth_size_wh)
     pose_dir = root / "pose"
     pose_names = set(os.listdir(pose_dir)) if pose_dir.is_dir() else set()
@@ -320,7 +246,7 @@ def _open_7scenes(root: Path, intrinsics: tuple[float, float, float, float] | No
             depth_camera = Camera(_read_intrinsics_K_33(intrinsics_path), *depth_size_wh)
         else:
             depth_camera = _dataset_camera(SEVEN_SCENES_DEPTH_FX_FY_CX_CY, depth_size_wh, None)
-        depth_format = _DepthFormat(depth_camera, 1e-3)
+        depth_format = DepthFormat(depth_camera, 1e-3)
     has_poses = any(name.endswith(".pose.txt") for name in file_names)
     frame_files = [
         _FrameFiles(
@@ -357,7 +283,7 @@ def _open_tum(root: Path, intrinsics: tuple[float, float, float, float] | None) 
         if depth_paths:
             nearest_n = _nearest_within(rgb_times_n, depth_times_m, TUM_MAX_TIME_DIFFERENCE)
             depth_for_rgb = [depth_paths[j] if j >= 0 else None for j in nearest_n]
-            depth_format = _DepthFormat(stored_camera, 1.0 / 5000.0)
+            depth_format = DepthFormat(stored_camera, 1.0 / 5000.0)
     gt_path = root / "groundtruth.txt"
     has_poses = gt_path.is_file()
     pose_for_rgb: list[np.ndarray | None] = [None] * len(rgb_paths)
@@ -402,7 +328,7 @@ def _open_folder(root: Path, intrinsics: tuple[float, float, float, float] | Non
     camera = Camera(K_33, *colour_size_wh)
     depth_dir = root / "depth"
     depth_names = set(os.listdir(depth_dir)) if depth_dir.is_dir() else set()
-    depth_format = _DepthFormat(camera, 1e-3) if depth_names else None
+    depth_format = DepthFormat(camera, 1e-3) if depth_names else None
     poses_path = root / "poses.txt"
     has_poses = poses_path.is_file()
     world_T_cam_n44 = _read_flat_poses_n44(poses_path, len(image_paths)) if has_poses else None

@@ -1,0 +1,146 @@
+"""Pieces every sequence loader shares: stored images into the sequence camera, and the
+lazy `Sequence` over a layout's frame records with frames that cannot be used left out.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Protocol, TypeVar
+
+import cv2
+import numpy as np
+
+from mvs.geometry import is_valid_pose_44, register_depth_hw
+from mvs.types import Camera, Frame, Sequence
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DepthFormat:
+    """The depth images as stored: their camera (intrinsics, size) and metres per unit."""
+
+    camera: Camera
+    metres_per_unit: float
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Brings stored images into the sequence camera `camera` (picklable, for workers).
+
+    Colour is resized to `camera`'s resolution; raw depth of `depth_format` is scaled to
+    metres and registered into `camera` (nearest neighbour, co-located cameras).
+    """
+
+    camera: Camera
+    depth_format: DepthFormat | None
+
+    def colour_hw3(self, stored_hw3: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB at `camera`'s resolution from an image of any size."""
+        if stored_hw3.shape[:2] == (self.camera.height, self.camera.width):
+            return stored_hw3
+        return cv2.resize(stored_hw3, (self.camera.width, self.camera.height), interpolation=cv2.INTER_AREA)
+
+    def depth_hw(self, raw_hw: np.ndarray) -> np.ndarray:
+        """(H, W) float32 metres in `camera`, 0 where invalid, from raw uint16 depth of
+        `depth_format`'s size. Raw values 0 and 65535 are invalid."""
+        valid_hw = (raw_hw > 0) & (raw_hw < np.iinfo(np.uint16).max)
+        depth_hw = np.where(valid_hw, raw_hw * np.float32(self.depth_format.metres_per_unit), 0)
+        source_hw = self._depth_source_hw
+        if source_hw is None:
+            return depth_hw.astype(np.float32)
+        return np.where(source_hw >= 0, depth_hw.reshape(-1)[source_hw], 0).astype(np.float32)
+
+    @cached_property
+    def _depth_source_hw(self) -> np.ndarray | None:
+        """(H, W) int64 flat index of the depth pixel each `camera` pixel reads (-1 where the
+        depth camera saw nothing), or None when depth is stored in `camera` already.
+
+        `register_depth_hw` is nearest-neighbour with intrinsics fixed per sequence, so
+        registering the image of pixel numbers once gives the lookup for every frame.
+        """
+        depth_camera = self.depth_format.camera
+        same_size = (depth_camera.width, depth_camera.height) == (self.camera.width, self.camera.height)
+        if same_size and np.allclose(depth_camera.K_33, self.camera.K_33):
+            return None
+        pixel_numbers_hw = np.arange(1, depth_camera.width * depth_camera.height + 1, dtype=np.float32)
+        registered_hw = register_depth_hw(
+            pixel_numbers_hw.reshape(depth_camera.height, depth_camera.width),
+            depth_camera.K_33, self.camera.K_33, self.camera.width, self.camera.height,
+        )
+        return registered_hw.astype(np.int64) - 1
+
+
+class FrameRecord(Protocol):
+    """What a loader knows of one frame at open time, before reading its images.
+
+    `pose_source` names where the pose came from (or should have), for skip reasons.
+    """
+
+    index: int
+    timestamp: float
+    world_T_cam_44: np.ndarray | None
+    pose_source: str
+
+
+RecordT = TypeVar("RecordT", bound=FrameRecord)
+
+
+def assemble_sequence(
+    root: Path,
+    layout: str,
+    camera: Camera,
+    records: list[RecordT],
+    make_reader: Callable[[dict[int, RecordT]], Callable[[int], Frame]],
+    has_depth: bool,
+    has_poses: bool,
+    unreadable: dict[int, str] | None = None,
+) -> Sequence:
+    """A lazy Sequence over `records`, dropping frames without a valid pose when the
+    sequence has poses.
+
+    `make_reader` turns the kept records (by dataset index) into the frame reader;
+    `unreadable` lists frames the loader already found unusable (dataset index to reason),
+    which are counted in `Sequence.skipped` with the dropped poses.
+    """
+    unreadable = dict(unreadable or {})
+    if not records and not unreadable:
+        raise ValueError(f"{root}: no frames found ({layout} layout)")
+    kept: list[RecordT] = []
+    no_pose: dict[int, str] = {}
+    for record in records:
+        if has_poses and record.world_T_cam_44 is None:
+            no_pose[record.index] = f"no pose in {record.pose_source}"
+        elif has_poses and not is_valid_pose_44(record.world_T_cam_44):
+            no_pose[record.index] = f"invalid pose in {record.pose_source}"
+        else:
+            kept.append(record)
+    total = len(records) + len(unreadable)
+    for what, skipped in (("unreadable", unreadable), ("without a valid pose", no_pose)):
+        if skipped:
+            first_index = next(iter(skipped))
+            logger.warning(
+                "%s: skipped %d of %d frames %s (frame %d: %s)",
+                root, len(skipped), total, what, first_index, skipped[first_index],
+            )
+    skipped = {**unreadable, **no_pose}
+    if not kept:
+        first_index = next(iter(skipped))
+        raise ValueError(f"{root}: every frame was skipped; frame {first_index}: {skipped[first_index]}")
+    return Sequence(
+        name=root.name,
+        root=root,
+        layout=layout,
+        camera=camera,
+        indices=[r.index for r in kept],
+        load_frame=make_reader({r.index: r for r in kept}),
+        has_depth=has_depth,
+        has_poses=has_poses,
+        has_mesh=(root / "mesh.ply").is_file(),
+        skipped=skipped,
+        gt_world_T_cam_44={r.index: r.world_T_cam_44 for r in kept if r.world_T_cam_44 is not None},
+        timestamps={r.index: r.timestamp for r in kept},
+    )
