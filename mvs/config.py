@@ -21,10 +21,16 @@ from slam.rgbd import RGBDConfig
 
 @dataclass
 class SequenceConfig:
-    """Which frames to read. `frames` is START:STOP:STEP over dataset frame indices."""
+    """Which frames to read. `frames` is START:STOP:STEP over dataset frame indices.
+
+    `intrinsics` overrides the colour camera of the sequence: "fx,fy,cx,cy" (pixels at
+    the input's resolution) or a calibration YAML file (see mvs/intrinsics.py); "" keeps
+    the layout's own. Videos and image folders without K.txt need it.
+    """
 
     name: str = "synthetic/room0"
     frames: str = ":"
+    intrinsics: str = ""
 
 
 @dataclass

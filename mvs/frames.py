@@ -119,7 +119,7 @@ def assemble_sequence(
         else:
             kept.append(record)
     total = len(records) + len(unreadable)
-    for what, skipped in (("unreadable", unreadable), ("without a valid pose", no_pose)):
+    for what, skipped in (("that cannot be read", unreadable), ("without a valid pose", no_pose)):
         if skipped:
             first_index = next(iter(skipped))
             logger.warning(

@@ -23,6 +23,7 @@ from fusion.tsdf import TSDFVolume
 from mvs.config import DepthConfig, RunConfig, TrackingConfig, to_yaml
 from mvs.depth import ClassicDepthEstimator, DepthEstimator, LearnedDepthEstimator
 from mvs.geometry import invert_pose_44
+from mvs.intrinsics import parse_intrinsics
 from mvs.sequences import open_sequence
 from mvs.types import Frame, Sequence
 from slam.frontend import track_sequence
@@ -93,7 +94,7 @@ def load_sequence(config: RunConfig) -> Sequence:
         from mvs.synth import ensure_room
 
         ensure_room(name, SEQUENCES_DIR)
-    return open_sequence(name, SEQUENCES_DIR, config.sequence.frames)
+    return open_sequence(name, SEQUENCES_DIR, config.sequence.frames, parse_intrinsics(config.sequence.intrinsics))
 
 
 def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult:

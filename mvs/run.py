@@ -25,6 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", choices=["none", "sensor", "gt"], help="how monocular scale is fixed")
     parser.add_argument("--depth", choices=["sensor", "classic", "learned"], help="where depth comes from")
     parser.add_argument("--frames", help="START:STOP:STEP over dataset frame indices")
+    parser.add_argument("--intrinsics", help="camera intrinsics: fx,fy,cx,cy (pixels) or a calibration YAML")
     parser.add_argument("--keyframes", choices=["auto", "all"], help="which frames get a depth map")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device")
     parser.add_argument("--voxel-size", type=float, help="TSDF voxel size in metres")
@@ -38,7 +39,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if args.config is not None:
         update_dataclass(config, load_yaml(args.config), str(args.config))
     overrides = {
-        "sequence": {"name": args.sequence, "frames": args.frames},
+        "sequence": {"name": args.sequence, "frames": args.frames, "intrinsics": args.intrinsics},
         "tracking": {"poses": args.poses, "scale": args.scale},
         "depth": {"source": args.depth, "keyframes": args.keyframes},
         "fusion": {"voxel_size": args.voxel_size},

@@ -1,8 +1,9 @@
-"""Sequence loaders: ScanNet exports, 7-Scenes, TUM RGB-D and plain image folders.
+"""Sequence loaders: ScanNet exports, 7-Scenes, TUM RGB-D and plain image folders; ScanNet
+`.sens` files (`mvs/sens.py`) and videos (`mvs/video.py`) are dispatched from here.
 
-`open_sequence` finds a sequence folder, detects its layout, reads the cheap parts (file
-lists, intrinsics, poses) and returns a lazy `Sequence` whose frames are read from disk on
-access. Every frame comes out in one colour camera: uint8 RGB, depth in metres registered
+`open_sequence` finds a sequence folder or file, detects its layout, reads the cheap parts
+(file lists, intrinsics, poses) and returns a lazy `Sequence` whose frames are read from
+disk on access. Every frame comes out in one colour camera: uint8 RGB, depth in metres registered
 to that camera (0 where invalid), and the camera-to-world pose `world_T_cam_44`.
 """
 
@@ -18,7 +19,10 @@ import numpy as np
 
 from mvs.frames import DepthFormat, Registration, assemble_sequence
 from mvs.geometry import quaternion_to_matrix_33
+from mvs.intrinsics import HOW_TO_GIVE_INTRINSICS, Calibration, undistorted
+from mvs.sens import open_sens
 from mvs.types import Camera, Frame, Sequence
+from mvs.video import open_video
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TUM_MAX_TIME_DIFFERENCE = 0.02
@@ -59,7 +63,7 @@ def parse_frames(spec: str) -> tuple[int | None, int | None, int | None]:
 
 
 def resolve_sequence_path(name: str, sequences_dir: Path) -> Path:
-    """The folder of sequence `name`: `sequences_dir / name`, else `name` as a path.
+    """The folder (or file) of sequence `name`: `sequences_dir / name`, else `name` as a path.
 
     A name without its ScanNet scan suffix also matches: "scannet/scene0000" finds
     "scannet/scene0000_00" (the first sorted folder matching "scene0000_*").
@@ -68,7 +72,7 @@ def resolve_sequence_path(name: str, sequences_dir: Path) -> Path:
     tried = []
     for candidate in candidates:
         tried.append(str(candidate))
-        if candidate.is_dir():
+        if candidate.exists():
             return candidate
     for candidate in candidates:
         tried.append(f"{candidate}_*")
@@ -83,19 +87,28 @@ def open_sequence(
     name: str,
     sequences_dir: Path = Path("sequences"),
     frames: str = ":",
-    intrinsics: tuple[float, float, float, float] | None = None,
+    intrinsics: Calibration | tuple[float, float, float, float] | None = None,
 ) -> Sequence:
     """Open the sequence `name` lazily, keeping the dataset frame indices in `frames`.
 
-    `intrinsics` (fx, fy, cx, cy in pixels of the colour images as stored) overrides the
-    colour camera the layout would give. Frames whose ground-truth pose is missing or not
-    a rigid transform are dropped and listed in `Sequence.skipped`.
+    `name` is a folder in one of the layouts, a ScanNet `.sens` file or a video file.
+    `intrinsics` (a Calibration, or fx, fy, cx, cy in pixels of the colour images as
+    stored) overrides the colour camera the layout would give; frames of a camera with
+    lens distortion are undistorted. Frames whose ground-truth pose is missing or not a
+    rigid transform, or that cannot be read, are dropped and listed in `Sequence.skipped`.
     """
     root = resolve_sequence_path(name, sequences_dir)
-    if intrinsics is not None:
-        intrinsics = _check_intrinsics(intrinsics)
-    if (root / "color").is_dir():
+    if isinstance(intrinsics, tuple):
+        intrinsics = Calibration(*intrinsics)
+    start, stop, step = parse_frames(frames)
+    if root.is_file() and root.suffix.lower() == ".sens":
+        sequence = open_sens(root, intrinsics)
+    elif root.is_file():
+        sequence = open_video(root, intrinsics)
+    elif (root / "color").is_dir():
         sequence = _open_scannet(root, intrinsics)
+    elif (root / f"{root.name}.sens").is_file():
+        sequence = open_sens(root / f"{root.name}.sens", intrinsics)
     elif any(_7scenes_colour_index(file_name) is not None for file_name in os.listdir(root)):
         sequence = _open_7scenes(root, intrinsics)
     elif (root / "rgb.txt").is_file():
@@ -104,8 +117,10 @@ def open_sequence(
         sequence = _open_folder(root, intrinsics)
     else:
         raise ValueError(f"{root}: {UNKNOWN_LAYOUT}")
+    if intrinsics is not None:
+        sequence = undistorted(sequence, intrinsics)
     sequence = replace(sequence, name=_sequence_name(root, sequences_dir))
-    return sequence.select(*parse_frames(frames))
+    return sequence.select(start, stop, step)
 
 
 @dataclass(frozen=True)
@@ -177,7 +192,7 @@ def _sequence_name(root: Path, sequences_dir: Path) -> str:
         return root.name
 
 
-def _open_scannet(root: Path, intrinsics: tuple[float, float, float, float] | None) -> Sequence:
+def _open_scannet(root: Path, intrinsics: Calibration | None) -> Sequence:
     """ScanNet export: color/{i}.jpg, depth/{i}.png (mm), pose/{i}.txt, intrinsic/*.txt.
 
     The working resolution is the depth resolution when depth exists: colour is resized
@@ -187,10 +202,10 @@ def _open_scannet(root: Path, intrinsics: tuple[float, float, float, float] | No
     indices = sorted(colour_paths)
     colour_size_wh = _first_image_size_wh([colour_paths[i] for i in indices], root / "color")
     if intrinsics is not None:
-        colour_K_33 = _K_33(*intrinsics)
+        stored_camera = intrinsics.camera(*colour_size_wh)
     else:
         colour_K_33 = _read_matrix(root / "intrinsic" / "intrinsic_color.txt", (4, 4))[:3, :3]
-    stored_camera = Camera(colour_K_33, *colour_size_wh)
+        stored_camera = Camera(colour_K_33, *colour_size_wh)
     camera, depth_format = stored_camera, None
     depth_dir = root / "depth"
     depth_paths = {_integer_stem(p): p for p in depth_dir.glob("*.png")} if depth_dir.is_dir() else {}
@@ -221,7 +236,7 @@ def _7scenes_colour_index(file_name: str) -> int | None:
     return None
 
 
-def _open_7scenes(root: Path, intrinsics: tuple[float, float, float, float] | None) -> Sequence:
+def _open_7scenes(root: Path, intrinsics: Calibration | None) -> Sequence:
     """7-Scenes: frame-NNNNNN.{color.png|jpg, depth.png (mm), pose.txt}.
 
     Colour camera fx = fy = 525, cx, cy = 320, 240 at 640x480 (scaled to other sizes)
@@ -259,7 +274,7 @@ def _open_7scenes(root: Path, intrinsics: tuple[float, float, float, float] | No
     return _assemble(root, "7scenes", stored_camera, stored_camera, depth_format, frame_files, has_poses)
 
 
-def _open_tum(root: Path, intrinsics: tuple[float, float, float, float] | None) -> Sequence:
+def _open_tum(root: Path, intrinsics: Calibration | None) -> Sequence:
     """TUM RGB-D: rgb.txt, depth.txt (timestamp filename), groundtruth.txt (TUM poses).
 
     Depth (uint16 / 5000 = metres, already registered to rgb) and poses are associated to
@@ -301,7 +316,7 @@ def _open_tum(root: Path, intrinsics: tuple[float, float, float, float] | None) 
     return _assemble(root, "tum", stored_camera, stored_camera, depth_format, frame_files, has_poses)
 
 
-def _open_folder(root: Path, intrinsics: tuple[float, float, float, float] | None) -> Sequence:
+def _open_folder(root: Path, intrinsics: Calibration | None) -> Sequence:
     """Image folder: images/*.{png,jpg,jpeg}, optional depth/{stem}.png (mm), optional
     poses.txt (one flattened row-major 4x4 camera-to-world per image, in frame order), K.txt.
 
@@ -318,14 +333,11 @@ def _open_folder(root: Path, intrinsics: tuple[float, float, float, float] | Non
         indices = list(range(len(image_paths)))
     colour_size_wh = _first_image_size_wh(image_paths, root / "images")
     if intrinsics is not None:
-        K_33 = _K_33(*intrinsics)
+        camera = intrinsics.camera(*colour_size_wh)
     elif (root / "K.txt").is_file():
-        K_33 = _read_intrinsics_K_33(root / "K.txt")
+        camera = Camera(_read_intrinsics_K_33(root / "K.txt"), *colour_size_wh)
     else:
-        raise ValueError(
-            f"{root}: no camera intrinsics; give --intrinsics fx,fy,cx,cy or put K.txt in the folder"
-        )
-    camera = Camera(K_33, *colour_size_wh)
+        raise ValueError(f"{root}: no camera intrinsics; {HOW_TO_GIVE_INTRINSICS}, or put K.txt in the folder")
     depth_dir = root / "depth"
     depth_names = set(os.listdir(depth_dir)) if depth_dir.is_dir() else set()
     depth_format = DepthFormat(camera, 1e-3) if depth_names else None
@@ -344,13 +356,6 @@ def _open_folder(root: Path, intrinsics: tuple[float, float, float, float] | Non
     return _assemble(root, "folder", camera, camera, depth_format, frame_files, has_poses)
 
 
-def _check_intrinsics(intrinsics: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-    values = tuple(float(v) for v in intrinsics)
-    if len(values) != 4 or values[0] <= 0 or values[1] <= 0:
-        raise ValueError(f"intrinsics: expected fx,fy,cx,cy with fx, fy > 0 (pixels), got {intrinsics}")
-    return values
-
-
 def _K_33(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
@@ -358,12 +363,12 @@ def _K_33(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
 def _dataset_camera(
     fx_fy_cx_cy: tuple[float, float, float, float],
     size_wh: tuple[int, int],
-    intrinsics: tuple[float, float, float, float] | None,
+    intrinsics: Calibration | None,
 ) -> Camera:
     """The camera of images of `size_wh`: `intrinsics` as given (pixels of those images),
     else a dataset default for 640x480 images scaled to `size_wh`."""
     if intrinsics is not None:
-        return Camera(_K_33(*intrinsics), *size_wh)
+        return intrinsics.camera(*size_wh)
     return Camera(_K_33(*fx_fy_cx_cy), *DATASET_DEFAULT_SIZE_WH).scaled(*size_wh)
 
 

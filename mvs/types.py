@@ -123,8 +123,9 @@ class Sequence:
 
     def select(self, start: int | None, stop: int | None, step: int | None) -> Sequence:
         """Keep dataset indices in `range(start, stop, step)`; dataset indices are kept."""
-        lo = self.indices[0] if start is None else start
-        hi = self.indices[-1] + 1 if stop is None else stop
+        known = [*self.indices, *self.skipped]
+        lo = min(known) if start is None else start
+        hi = max(known) + 1 if stop is None else stop
         step = 1 if step is None else step
         if step < 1:
             raise ValueError(f"frame step must be >= 1, got {step}")
