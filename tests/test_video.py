@@ -19,7 +19,7 @@ from slam.trajectory import evaluate_trajectory, read_tum_trajectory
 NUM_FRAMES = 60
 FPS = 30.0
 SMALL_IMAGE_CONFIG = """\
-# Monocular tracking at 160x120 (as in tests/test_slam_frontend.py) and a coarse volume.
+# Monocular tracking at 160x120 (as in tests/test_slam_frontend.py), depth at the input size.
 tracking:
   vo:
     klt: {max_corners: 200, min_distance_px: 6, window_px: 15, levels: 2}
@@ -27,6 +27,9 @@ tracking:
     init_min_tracks: 40
     init_min_points: 30
     keyframe_min_tracked: 50
+depth:
+  working_width: 160
+  working_height: 120
 fusion:
   voxel_size: 0.05
 """
