@@ -6,8 +6,8 @@ calibration YAML file in one of three forms:
 - simple: `fx`, `fy`, `cx`, `cy` (pixels), optional `width`, `height` (the resolution the
   calibration was made at; other resolutions are scaled) and `distortion` (OpenCV order
   k1, k2, p1, p2[, k3[, k4, k5, k6]]);
-- OpenCV FileStorage (`%YAML:1.0`, as written by OpenCV's calibration samples):
-  `camera_matrix`, `distortion_coefficients`, optional `image_width`, `image_height`;
+- OpenCV FileStorage (`!!opencv-matrix` entries, as OpenCV's calibration samples write
+  them): `camera_matrix`, `distortion_coefficients`, optional `image_width`, `image_height`;
 - ROS camera_info: `camera_matrix: {data: [...]}`, `distortion_coefficients: {data: [...]}`,
   `image_width`, `image_height`.
 
@@ -104,7 +104,7 @@ def parse_intrinsics(spec: str) -> Calibration | None:
 def read_calibration_yaml(path: Path) -> Calibration:
     """A calibration from a simple, OpenCV FileStorage or ROS camera_info YAML file."""
     text = path.read_text()
-    if text.lstrip().startswith("%YAML:"):
+    if text.lstrip().startswith("%YAML:") or "!!opencv-matrix" in text:
         return _read_opencv_yaml(path)
     try:
         values = yaml.safe_load(text)

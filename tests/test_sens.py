@@ -116,10 +116,10 @@ def test_sens_loads_to_the_same_frames_as_the_export(export_and_sens, caplog):
         np.testing.assert_array_equal(got.world_T_cam_44, want.world_T_cam_44)
         np.testing.assert_array_equal(got.depth_hw, want.depth_hw)
         assert got.depth_hw.dtype == np.float32 and (got.depth_hw > 0).mean() > 0.5
-        # The sensor's JPEG is the exported image re-encoded at quality 95: within 1 level on
-        # average and 6 at worst after the 2x shrink.
+        # The sensor's JPEG is the exported image re-encoded at quality 95 (measured after the
+        # 2x shrink: 0.03 levels on average, 1 at worst).
         difference_hw3 = np.abs(got.image_hw3.astype(int) - want.image_hw3)
-        assert difference_hw3.mean() < 1.0 and difference_hw3.max() <= 6
+        assert difference_hw3.mean() < 0.2 and difference_hw3.max() <= 3
     restored = pickle.loads(pickle.dumps(sequence))
     np.testing.assert_array_equal(restored[1].image_hw3, sequence[1].image_hw3)
 
