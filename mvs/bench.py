@@ -1,9 +1,10 @@
 """`python -m mvs.bench SUITE`: speed benchmarks that print Markdown tables.
 
 Suites: `depth` (milliseconds per keyframe of the plane sweep and each regressor at 320x240
-input, 64 hypotheses, 2 sources) and `fusion` (TSDF integration frames per second, 640x480,
-2 cm voxels). They run on ../shared/data/7scenes-redkitchen when present, else on the
-synthetic room `synthetic/room0`. Paste the tables into BENCHMARKS.md with the machine line.
+input, 64 hypotheses, 2 sources), `fusion` (TSDF integration frames per second, 640x480,
+2 cm voxels) and `inputs` (frames per second out of the folder, `.sens` and video readers).
+They run on ../shared/data/7scenes-redkitchen when present, else on the synthetic room
+`synthetic/room0`. Paste the tables into BENCHMARKS.md with the machine line.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Callable
 import torch
 
 from fusion.tsdf import TSDFVolume
+from mvs.bench_inputs import bench_inputs
 from mvs.config import DepthConfig, FusionConfig
 from mvs.costvolume import inverse_depth_hypotheses_d, same_camera_sweep, zncc_cost_volume
 from mvs.depth import ClassicDepthEstimator, LearnedDepthEstimator, grey_b1hw, prepare_inputs
@@ -112,9 +114,10 @@ def bench_fusion(sequence: Sequence, frames: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mvs.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("suite", choices=["depth", "fusion", "all"])
+    parser.add_argument("suite", choices=["depth", "fusion", "inputs", "all"])
     parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per depth stage")
-    parser.add_argument("--frames", type=int, default=200, help="frames integrated by the fusion suite")
+    parser.add_argument("--frames", type=int, default=200, help="frames of the fusion and inputs suites")
+    parser.add_argument("--video-frames", type=int, default=1000, help="frames of the inputs suite's video")
     args = parser.parse_args(argv)
     sequence = bench_sequence()
     print(f"machine: {machine_line()}")
@@ -123,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         print(bench_depth(sequence, args.repeats) + "\n")
     if args.suite in ("fusion", "all"):
         print(bench_fusion(sequence, args.frames) + "\n")
+    if args.suite in ("inputs", "all"):
+        print(bench_inputs(sequence, args.frames, args.video_frames) + "\n")
     return 0
 
 
