@@ -39,8 +39,11 @@ def open_video(path: Path, intrinsics: Calibration | None) -> Sequence:
     """A lazy Sequence over the frames of the video file at `path`."""
     capture = _open_capture(path)
     try:
-        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        # The size of a decoded frame, which includes the rotation phones record as metadata.
+        ok, first_hw3 = capture.read()
+        if not ok:
+            raise ValueError(f"{path}: no frame of the video can be decoded")
+        height, width = first_hw3.shape[:2]
         fps = capture.get(cv2.CAP_PROP_FPS)
         declared_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         if intrinsics is None:
@@ -48,8 +51,6 @@ def open_video(path: Path, intrinsics: Calibration | None) -> Sequence:
         count = _decodable_count(capture, declared_count)
     finally:
         capture.release()
-    if count == 0:
-        raise ValueError(f"{path}: no frame of the video can be decoded")
     seconds_per_frame = 1.0 / fps if fps > 0 else 1.0
     records = [VideoFrameRecord(i, i * seconds_per_frame) for i in range(count)]
     unreadable = {
@@ -121,20 +122,21 @@ def _open_capture(path: Path) -> cv2.VideoCapture:
 
 
 def _decodable_count(capture: cv2.VideoCapture, declared_count: int) -> int:
-    """How many frames from the start decode: the declared count when its last frame
-    decodes, else the first undecodable frame found by bisection (a truncated file)."""
+    """How many frames from the start decode (frame 0 does): the declared count when its
+    last frame decodes, else the first undecodable frame found by bisection (a truncated
+    file); without a declared count, the frames counted by decoding to the end."""
     def decodes(index: int) -> bool:
         capture.set(cv2.CAP_PROP_POS_FRAMES, index)
         return capture.grab()
 
     if declared_count <= 0:
-        count = 0
+        count = 1  # the first frame, read already
         while capture.grab():
             count += 1
         return count
     if decodes(declared_count - 1):
         return declared_count
-    lo, hi = 0, declared_count - 1  # invariant: frame hi does not decode; frames < lo do
+    lo, hi = 1, declared_count - 1  # invariant: frame hi does not decode; frames < lo do
     while lo < hi:
         middle = (lo + hi) // 2
         if decodes(middle):
