@@ -1,6 +1,7 @@
 """ScanNet `.sens` files: written here in ScanNet's SensReader layout from a small export,
 they must load to the same frames as the export itself."""
 
+import json
 import logging
 import pickle
 import re
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from mvs import sens as sens_module
+from mvs.run import main
 from mvs.sequences import open_sequence
 from test_sequences import K_44_text, depth_mm_hw, world_T_cam_44
 
@@ -180,3 +182,17 @@ def test_bad_files_fail_naming_the_file(export_and_sens, tmp_path):
     sens_path.write_bytes(bytes(broken))
     with pytest.raises(ValueError, match=re.escape(f"{sens_path}: frame 0: cannot decompress the depth image")):
         open_sequence(str(sens_path))[0]
+
+
+def test_run_reports_the_skipped_frames_of_a_sens_file(export_and_sens, tmp_path):
+    _, sens_path = export_and_sens
+    offsets = frame_offsets(sens_path)
+    sens_path.write_bytes(sens_path.read_bytes()[: offsets[5] + 10])
+    out = tmp_path / "out"
+    assert main(["--sequence", str(sens_path), "--out", str(out), "--device", "cpu"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "complete" and report["layout"] == "sens"
+    assert report["frames_selected"] == report["frames_fused"] == 3
+    assert sorted(report["skipped"]) == ["2", "4", "5"]
+    assert report["skipped"]["5"].startswith(f"truncated: {sens_path}")
+    np.testing.assert_allclose(np.loadtxt(out / "trajectory.txt")[:, 0], [timestamp_us(i) * 1e-6 for i in (0, 1, 3)])
