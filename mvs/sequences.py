@@ -3,8 +3,8 @@
 
 `open_sequence` finds a sequence folder or file, detects its layout, reads the cheap parts
 (file lists, intrinsics, poses) and returns a lazy `Sequence` whose frames are read from
-disk on access. Every frame comes out in one colour camera: uint8 RGB, depth in metres registered
-to that camera (0 where invalid), and the camera-to-world pose `world_T_cam_44`.
+disk on access. Every frame comes out in one colour camera: uint8 RGB, depth in metres
+registered to that camera (0 where invalid), and the camera-to-world pose `world_T_cam_44`.
 """
 
 from __future__ import annotations
