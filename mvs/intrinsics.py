@@ -153,7 +153,9 @@ def _read_opencv_yaml(path: Path) -> Calibration:
 
 def _calibration(path: Path, K_33: np.ndarray, distortion: list[float], width: Any, height: Any) -> Calibration:
     if K_33[0, 1] != 0 or np.any(K_33[2] != [0, 0, 1]) or K_33[1, 0] != 0:
-        raise ValueError(f"{path}: expected a pinhole camera matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {K_33.tolist()}")
+        raise ValueError(
+            f"{path}: expected a pinhole camera matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {K_33.tolist()}"
+        )
     if (width is None) != (height is None):
         raise ValueError(f"{path}: give both the width and the height of the calibration images, or neither")
     size_wh = None if width is None else (int(width), int(height))
