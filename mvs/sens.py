@@ -39,6 +39,8 @@ DEPTH_RAW, DEPTH_ZLIB = 0, 1
 _HEADER_AFTER_NAME = struct.Struct("<64f2i4IfQ")
 _FRAME_HEADER = struct.Struct("<16f4Q")
 _COLOUR_SIGNATURES = {COLOUR_JPEG: b"\xff\xd8", COLOUR_PNG: b"\x89P"}
+MAX_FRAMES = 10_000_000
+"""More frames than any capture has (ScanNet scenes have up to ~10^4): a damaged header."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ def read_sens_header(file: BinaryIO, path: Path) -> SensHeader:
         raise ValueError(f"{path}: unsupported colour compression type {colour_compression} (0 raw, 1 png, 2 jpeg)")
     if depth_compression not in (DEPTH_RAW, DEPTH_ZLIB):
         raise ValueError(f"{path}: unsupported depth compression type {depth_compression} (0 raw, 1 zlib)")
+    if frame_count > MAX_FRAMES:
+        raise ValueError(f"{path}: the header declares {frame_count} frames; the file is damaged")
     if min(colour_w, colour_h, depth_w, depth_h) == 0 or not depth_shift > 0:
         raise ValueError(
             f"{path}: expected positive image sizes and depth shift, got colour {colour_w}x{colour_h}, "

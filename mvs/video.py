@@ -20,6 +20,8 @@ from mvs.frames import assemble_sequence
 from mvs.intrinsics import HOW_TO_GIVE_INTRINSICS, Calibration
 from mvs.types import Camera, Frame, Sequence
 
+MAX_DECLARED_FRAMES = 10_000_000
+"""A larger frame count in a container is not believed: the frames are counted instead."""
 MAX_GRAB_AHEAD = 64
 """Frames a forward jump decodes and drops before a seek is cheaper (a seek decodes from
 the previous keyframe, up to a group of pictures of typically 30-250 frames)."""
@@ -46,6 +48,8 @@ def open_video(path: Path, intrinsics: Calibration | None) -> Sequence:
         height, width = first_hw3.shape[:2]
         fps = capture.get(cv2.CAP_PROP_FPS)
         declared_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if declared_count > MAX_DECLARED_FRAMES:
+            declared_count = 0
         if intrinsics is None:
             raise ValueError(f"{path}: a {width}x{height} video has no camera intrinsics; {HOW_TO_GIVE_INTRINSICS}")
         count = _decodable_count(capture, declared_count)

@@ -175,6 +175,12 @@ def test_bad_files_fail_naming_the_file(export_and_sens, tmp_path):
     short.write_bytes(data[:100])
     with pytest.raises(ValueError, match=re.escape(f"{short}: not a ScanNet .sens file (the file ends inside the header)")):
         open_sequence(str(short))
+    count_offset = 4 + 8 + len(b"StructureSensor") + 4 * 64 + 2 * 4 + 4 * 4 + 4
+    assert struct.unpack("<Q", data[count_offset : count_offset + 8]) == (NUM_FRAMES,)
+    damaged = tmp_path / "damaged.sens"
+    damaged.write_bytes(data[:count_offset] + struct.pack("<Q", 2**40) + data[count_offset + 8 :])
+    with pytest.raises(ValueError, match=re.escape(f"{damaged}: the header declares {2**40} frames; the file is damaged")):
+        open_sequence(str(damaged))
     # Depth data that starts like zlib but is not: the frame fails on load, naming file and frame.
     _, records, _ = sens_module.index_sens_frames(sens_path)
     broken = bytearray(data)
