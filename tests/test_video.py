@@ -65,9 +65,12 @@ def test_video_frames_decode_lazily_in_order_and_by_seeking(room_video, monkeypa
     assert [f.index for f in frames] == list(range(NUM_FRAMES))
     assert frames[45].timestamp == pytest.approx(45 / FPS, abs=1e-12)
     assert frames[0].image_hw3.shape == (120, 160, 3) and frames[0].depth_hw is None
-    # Decoded colour matches the rendering up to the codec's loss (mean |error| measured ~3).
-    rendered_hw3, _ = RoomRenderer(room).render(room.world_T_cam_n44[45])
-    assert np.mean(np.abs(frames[45].image_hw3.astype(int) - rendered_hw3)) < 8
+    # Frame 45 is the rendering of pose 45 up to the codec's loss (mean |error| measured 4.3),
+    # and closer to it than to the renderings 3 frames before and after.
+    renderer = RoomRenderer(room)
+    errors = {i: np.mean(np.abs(frames[45].image_hw3.astype(int) - renderer.render(room.world_T_cam_n44[i])[0]))
+              for i in (42, 45, 48)}
+    assert errors[45] < 6 and errors[45] < min(errors[42], errors[48])
 
     seeks = []
     capture_class = cv2.VideoCapture
