@@ -66,11 +66,11 @@ def test_video_frames_decode_lazily_in_order_and_by_seeking(room_video, monkeypa
     assert frames[45].timestamp == pytest.approx(45 / FPS, abs=1e-12)
     assert frames[0].image_hw3.shape == (120, 160, 3) and frames[0].depth_hw is None
     # Frame 45 is the rendering of pose 45 up to the codec's loss (mean |error| measured 4.3),
-    # and closer to it than to the renderings 3 frames before and after.
+    # and closer to it than to the renderings of the frames before and after (measured 10.3).
     renderer = RoomRenderer(room)
     errors = {i: np.mean(np.abs(frames[45].image_hw3.astype(int) - renderer.render(room.world_T_cam_n44[i])[0]))
-              for i in (42, 45, 48)}
-    assert errors[45] < 6 and errors[45] < min(errors[42], errors[48])
+              for i in (44, 45, 46)}
+    assert errors[45] < 6 and errors[45] < min(errors[44], errors[46]) - 3
 
     seeks = []
     capture_class = cv2.VideoCapture
