@@ -39,6 +39,7 @@ DEPTH_RAW, DEPTH_ZLIB = 0, 1
 _HEADER_AFTER_NAME = struct.Struct("<64f2i4IfQ")
 _FRAME_HEADER = struct.Struct("<16f4Q")
 _COLOUR_SIGNATURES = {COLOUR_JPEG: b"\xff\xd8", COLOUR_PNG: b"\x89P"}
+MAX_NAME_BYTES = 4096
 MAX_FRAMES = 10_000_000
 """More frames than any capture has (ScanNet scenes have up to ~10^4): a damaged header."""
 
@@ -76,6 +77,8 @@ def read_sens_header(file: BinaryIO, path: Path) -> SensHeader:
     version = _unpack(file, path, struct.Struct("<IQ"), "header")
     if version[0] != SENS_VERSION:
         raise ValueError(f"{path}: unsupported .sens version {version[0]} (expected {SENS_VERSION})")
+    if version[1] > MAX_NAME_BYTES:
+        raise ValueError(f"{path}: the header declares a {version[1]}-byte sensor name; the file is damaged")
     name_bytes = file.read(version[1])
     values = _unpack(file, path, _HEADER_AFTER_NAME, "header")
     matrices_444 = np.array(values[:64], dtype=np.float64).reshape(4, 4, 4)
