@@ -137,6 +137,9 @@ def test_scannet_download_folder_and_frame_selection(export_and_sens, tmp_path):
     # The override is in pixels of the 128x96 colour images; the working camera is 64x48.
     np.testing.assert_allclose([sequence.camera.fx, sequence.camera.fy], [60.0, 60.5])
     np.testing.assert_allclose([sequence.camera.cx, sequence.camera.cy], [29.75, 24.75])
+    write_export(tmp_path / "both")
+    (tmp_path / "both" / "both.sens").write_bytes((scene / "scene0000_00.sens").read_bytes())
+    assert open_sequence("both", tmp_path).layout == "scannet"  # an export beside the .sens is preferred
 
 
 def test_opening_reads_headers_only(export_and_sens, monkeypatch):
