@@ -113,7 +113,10 @@ def read_calibration_yaml(path: Path) -> Calibration:
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping with fx, fy, cx, cy, got {type(values).__name__}")
     if "camera_matrix" in values:
-        K_33 = np.reshape(_numbers(path, "camera_matrix", _matrix_data(values["camera_matrix"])), (3, 3))
+        K_9 = _numbers(path, "camera_matrix", _matrix_data(values["camera_matrix"]))
+        if len(K_9) != 9:
+            raise ValueError(f"{path}: expected 9 numbers in camera_matrix (3x3, row-major), got {len(K_9)}")
+        K_33 = np.reshape(K_9, (3, 3))
         distortion = _matrix_data(values.get("distortion_coefficients", {"data": []}))
         return _calibration(path, K_33, _numbers(path, "distortion_coefficients", distortion),
                             values.get("image_width"), values.get("image_height"))

@@ -69,6 +69,9 @@ def test_opencv_and_ros_calibration_files(tmp_path):
         assert calibration.size_wh == (640, 480) and calibration.has_distortion
         np.testing.assert_array_equal(calibration.camera(640, 480).K_33, K_33)
         np.testing.assert_array_equal(calibration.distortion, distortion_5.ravel())
+    ros_path.write_text("camera_matrix: {rows: 3, cols: 3, data: [600, 0, 320, 0, 600, 240]}\n")
+    with pytest.raises(ValueError, match=re.escape(f"{ros_path}: expected 9 numbers in camera_matrix")):
+        parse_intrinsics(str(ros_path))
 
 
 def write_distorted_folder(root: Path, fx: float, cx: float, cy: float, dots_uv: list[tuple[float, float]]) -> None:
