@@ -104,3 +104,15 @@ def write_depth_png(path: Path, depth_hw: np.ndarray) -> Path:
             raise OSError(f"{path}: OpenCV could not write the depth PNG")
 
     return _write_atomic(path, write)
+
+
+def write_image_png(path: Path, image_hw3: np.ndarray) -> Path:
+    """Write an (H, W, 3) uint8 RGB image as a PNG, atomically."""
+    if image_hw3.ndim != 3 or image_hw3.shape[2] != 3 or image_hw3.dtype != np.uint8:
+        raise ValueError(f"{path}: expected an (H, W, 3) uint8 RGB image, got {image_hw3.shape} {image_hw3.dtype}")
+
+    def write(temporary: Path) -> None:
+        if not cv2.imwrite(str(temporary), cv2.cvtColor(image_hw3, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{path}: OpenCV could not write the PNG")
+
+    return _write_atomic(path, write)

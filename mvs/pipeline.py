@@ -25,7 +25,7 @@ from mvs.depth import ClassicDepthEstimator, DepthEstimator, LearnedDepthEstimat
 from mvs.geometry import invert_pose_44
 from mvs.intrinsics import parse_intrinsics
 from mvs.sequences import open_sequence
-from mvs.types import Frame, Sequence
+from mvs.types import Camera, Frame, Sequence
 from slam.frontend import track_sequence
 from slam.keyframes import select_keyframes
 from slam.result import METRES, TrackingFailed, TrackingResult
@@ -50,7 +50,8 @@ class DepthMap:
 
 @dataclass
 class RunReport:
-    """What a run did: saved as `report.json` next to the outputs."""
+    """What a run did: saved as `report.json` next to the outputs; `camera` is the colour
+    camera of every pose and depth map (the viewer draws frustums with it)."""
 
     sequence: str
     layout: str
@@ -58,6 +59,7 @@ class RunReport:
     depth: str
     units: str
     frames_selected: int
+    camera: Camera | None = None
     frames_posed: int = 0
     keyframes: int = 0
     depth_maps: int = 0
@@ -231,6 +233,7 @@ def run(config: RunConfig) -> RunReport:
         depth=config.depth.source,
         units="metres",
         frames_selected=len(sequence),
+        camera=sequence.camera,
         skipped=dict(sequence.skipped),
     )
     volume: TSDFVolume | None = None
