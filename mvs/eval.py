@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from fusion.reference import reference_mesh
 from mvs.depth_metrics import DepthMetrics, DepthMetricsAccumulator
 from mvs.config import RunConfig, load_yaml, update_dataclass
 from mvs.pipeline import load_sequence
+from mvs.report import write_report_html
 from mvs.types import Sequence
 from slam.alignment import Similarity, umeyama_alignment
 from slam.trajectory import TrajectoryMetrics, evaluate_trajectory, plot_trajectory_png, read_tum_trajectory
@@ -140,7 +142,8 @@ def evaluate_trajectory_file(sequence: Sequence, out_dir: Path, metric: bool) ->
 
 
 def evaluate(config: RunConfig, out_dir: Path) -> EvalReport:
-    """Score the outputs in `out_dir` of a run made with `config`; writes `eval.json`."""
+    """Score the outputs in `out_dir` of a run made with `config`; writes `eval.json` and
+    refreshes `report.html` with the metrics."""
     sequence = load_sequence(config)
     metric = config.tracking.poses != "track" or config.tracking.scale != "none"
     trajectory = evaluate_trajectory_file(sequence, out_dir, metric)
@@ -153,11 +156,13 @@ def evaluate(config: RunConfig, out_dir: Path) -> EvalReport:
         trajectory_sim3=None if trajectory is None else trajectory.sim3,
     )
     write_json_atomic(out_dir / "eval.json", asdict(report))
+    if (out_dir / "report.json").is_file():
+        write_report_html(out_dir, sequence, metric_rows(report))
     return report
 
 
-def format_table(report: EvalReport) -> str:
-    """The metrics as an aligned text table."""
+def metric_rows(report: EvalReport) -> list[tuple[str, str]]:
+    """(name, formatted value) of every metric the report holds."""
     rows = [("sequence", report.sequence)]
     if report.mesh is not None:
         m = report.mesh
@@ -187,6 +192,12 @@ def format_table(report: EvalReport) -> str:
                 (f"RPE rotation, {t.alignment} (deg/frame)", f"{t.rpe_rotation_rmse_deg:.3f}"),
                 (f"frames posed / with ground truth", f"{t.frames_matched} / {t.frames_ground_truth}"),
             ]
+    return rows
+
+
+def format_table(report: EvalReport) -> str:
+    """The metrics as an aligned text table."""
+    rows = metric_rows(report)
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -197,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequence", help="sequence (default: the one in OUT/config.yaml)")
     parser.add_argument("--frames", help="START:STOP:STEP (default: the run's selection)")
     args = parser.parse_args(argv)
+    started = time.time()
     config = RunConfig()
     try:
         saved = args.out / "config.yaml"
@@ -211,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_table(report))
-    print(f"wrote {args.out / 'eval.json'}")
+    print("wrote:")
+    for name in ("eval.json", "reference.ply", "trajectory.png", "report.html", "mesh.png"):
+        if (args.out / name).is_file() and (args.out / name).stat().st_mtime >= started:
+            print(f"  {args.out / name}")
     return 0
 
 

@@ -24,6 +24,7 @@ from mvs.config import DepthConfig, RunConfig, TrackingConfig, to_yaml
 from mvs.depth import ClassicDepthEstimator, DepthEstimator, LearnedDepthEstimator
 from mvs.geometry import invert_pose_44
 from mvs.intrinsics import parse_intrinsics
+from mvs.report import write_report_html
 from mvs.sequences import open_sequence
 from mvs.types import Camera, Frame, Sequence
 from slam.frontend import track_sequence
@@ -200,7 +201,8 @@ def depth_maps(
 def write_outputs(
     out_dir: Path, volume: TSDFVolume | None, sequence: Sequence, poses: TrackingResult | None, report: RunReport
 ) -> None:
-    """Write mesh, cloud, trajectory and report of whatever has been computed so far."""
+    """Write mesh, cloud, trajectory, report.json and report.html of whatever has been
+    computed so far."""
     with timed(report, "write"):
         if volume is not None and volume.frames_integrated > 0:
             mesh = volume.mesh()
@@ -217,6 +219,9 @@ def write_outputs(
             report.outputs.append(str(write_text_atomic(out_dir / "trajectory.txt", text)))
     report.outputs.append(str(out_dir / "report.json"))
     report.skipped = dict(sorted(report.skipped.items()))
+    write_json_atomic(out_dir / "report.json", asdict(report))
+    with timed(report, "report"):
+        report.outputs += [str(path) for path in write_report_html(out_dir, sequence)]
     write_json_atomic(out_dir / "report.json", asdict(report))
 
 

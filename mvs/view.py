@@ -24,8 +24,8 @@ from mvs.render import RenderingUnavailable, View, cull_back_faces, frustum_line
 from mvs.types import Camera
 from slam.trajectory import read_tum_trajectory
 
-MAX_FRUSTUMS = 40
-FRUSTUM_DEPTH_SHARE = 0.04  # frustum depth as a share of the scene's diagonal
+MAX_FRUSTUMS = 25
+FRUSTUM_DEPTH_SHARE = 0.03  # frustum depth as a share of the scene's diagonal
 SCREENSHOT_SECONDS = 600
 
 
@@ -114,8 +114,12 @@ def scene_frustums(scene: Scene) -> list[o3d.geometry.LineSet]:
 
 
 def screenshot_view(scene: Scene, width: int, height: int) -> View:
-    """The overview `--screenshot` renders: from above, behind the cameras when known."""
-    return overview_view(scene.points_n3, scene.world_T_cam_n44, width, height)
+    """The overview `--screenshot` renders: from above, behind the cameras when known,
+    framing the surface and the camera centres."""
+    points_n3 = scene.points_n3
+    if scene.world_T_cam_n44 is not None:
+        points_n3 = np.concatenate([points_n3, scene.world_T_cam_n44[:, :3, 3]])
+    return overview_view(points_n3, scene.world_T_cam_n44, width, height)
 
 
 def screenshot(scene: Scene, png_path: Path, width: int, height: int) -> Path:
