@@ -92,6 +92,13 @@ class FusionConfig:
 
 
 @dataclass
+class ReportConfig:
+    """report.html: `render_mesh` renders the view of the mesh it shows (`mesh.png`)."""
+
+    render_mesh: bool = True
+
+
+@dataclass
 class RunConfig:
     """Everything `python -m mvs.run` needs; saved as `config.yaml` next to the outputs."""
 
@@ -99,6 +106,7 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     out: str = ""
     device: str = "auto"
 

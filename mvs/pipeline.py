@@ -90,6 +90,11 @@ def default_out_dir(sequence_name: str) -> Path:
     return OUTPUTS_DIR / name_path
 
 
+def output_dir(config: RunConfig) -> Path:
+    """Where a run writes: `config.out`, else `outputs/<sequence>`."""
+    return Path(config.out) if config.out else default_out_dir(config.sequence.name)
+
+
 def load_sequence(config: RunConfig) -> Sequence:
     """Open the configured sequence, generating a synthetic room on first use."""
     name = config.sequence.name
@@ -199,7 +204,12 @@ def depth_maps(
 
 
 def write_outputs(
-    out_dir: Path, volume: TSDFVolume | None, sequence: Sequence, poses: TrackingResult | None, report: RunReport
+    out_dir: Path,
+    volume: TSDFVolume | None,
+    sequence: Sequence,
+    poses: TrackingResult | None,
+    report: RunReport,
+    render_mesh: bool,
 ) -> None:
     """Write mesh, cloud, trajectory, report.json and report.html of whatever has been
     computed so far."""
@@ -221,13 +231,13 @@ def write_outputs(
     report.skipped = dict(sorted(report.skipped.items()))
     write_json_atomic(out_dir / "report.json", asdict(report))
     with timed(report, "report"):
-        report.outputs += [str(path) for path in write_report_html(out_dir, sequence)]
+        report.outputs += [str(path) for path in write_report_html(out_dir, sequence, render=render_mesh)]
     write_json_atomic(out_dir / "report.json", asdict(report))
 
 
 def run(config: RunConfig) -> RunReport:
     """Reconstruct `config.sequence` into `config.out`; returns the report written there."""
-    out_dir = Path(config.out) if config.out else default_out_dir(config.sequence.name)
+    out_dir = output_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "config.yaml", to_yaml(config))
     sequence = load_sequence(config)
@@ -287,5 +297,5 @@ def run(config: RunConfig) -> RunReport:
     finally:
         if volume is not None:
             report.frames_fused = volume.frames_integrated
-        write_outputs(out_dir, volume, sequence, poses, report)
+        write_outputs(out_dir, volume, sequence, poses, report, config.report.render_mesh)
     return report

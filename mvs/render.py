@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import open3d as o3d
@@ -191,13 +194,29 @@ def render_image_hw3(geometries: list[o3d.geometry.Geometry3D], view: View) -> n
     """
     check_headless_rendering()
     camera = view.camera
-    renderer = o3d.visualization.rendering.OffscreenRenderer(camera.width, camera.height)
-    for i, geometry in enumerate(geometries):
-        renderer.scene.add_geometry(f"geometry{i}", geometry, _material(geometry))
-    renderer.scene.set_background([*BACKGROUND_RGB, 1.0])
-    renderer.scene.view.set_post_processing(False)
-    # Open3D places pixel centres at half-integers; ours sit at integers.
-    open3d_K_33 = camera.K_33 + np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]])
-    cam_T_world_44 = np.linalg.inv(view.world_T_cam_44)
-    renderer.setup_camera(open3d_K_33, cam_T_world_44, camera.width, camera.height)
-    return np.asarray(renderer.render_to_image()).copy()
+    with _native_stdout_silenced(), o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
+        renderer = o3d.visualization.rendering.OffscreenRenderer(camera.width, camera.height)
+        for i, geometry in enumerate(geometries):
+            renderer.scene.add_geometry(f"geometry{i}", geometry, _material(geometry))
+        renderer.scene.set_background([*BACKGROUND_RGB, 1.0])
+        renderer.scene.view.set_post_processing(False)
+        # Open3D places pixel centres at half-integers; ours sit at integers.
+        open3d_K_33 = camera.K_33 + np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]])
+        cam_T_world_44 = np.linalg.inv(view.world_T_cam_44)
+        renderer.setup_camera(open3d_K_33, cam_T_world_44, camera.width, camera.height)
+        return np.asarray(renderer.render_to_image()).copy()
+
+
+@contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """Send what native code prints to standard output (Filament's start-up banner) to
+    /dev/null; standard error, where failures are reported, stays."""
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from mvs.config import RunConfig, load_yaml, resolve_device, to_yaml, update_dataclass
-from mvs.pipeline import run
+from mvs.pipeline import output_dir, run
+from mvs.view import DisplayUnavailable, load_scene, show_window
 from slam.result import TrackingFailed
 
 
@@ -30,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device")
     parser.add_argument("--voxel-size", type=float, help="TSDF voxel size in metres")
     parser.add_argument("--config", type=Path, help="YAML file overriding the defaults")
+    parser.add_argument("--no-render", action="store_true", help="leave the rendered mesh view out of report.html")
+    parser.add_argument("--view", action="store_true", help="open the viewer on the result at the end")
     return parser.parse_args(argv)
 
 
@@ -43,6 +46,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         "tracking": {"poses": args.poses, "scale": args.scale},
         "depth": {"source": args.depth, "keyframes": args.keyframes},
         "fusion": {"voxel_size": args.voxel_size},
+        "report": {"render_mesh": False if args.no_render else None},
         "out": args.out,
         "device": args.device,
     }
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
-        config = build_config(parse_args(argv))
+        args = parse_args(argv)
+        config = build_config(args)
         print(to_yaml(config), end="")
         report = run(config)
     except (ValueError, FileNotFoundError) as error:
@@ -89,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     print("wrote:")
     for path in report.outputs:
         print(f"  {path}")
+    if args.view:
+        try:
+            show_window(load_scene(output_dir(config)))
+        except DisplayUnavailable as error:
+            print(f"not opening the viewer: {error}", file=sys.stderr)
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mvs.depth_metrics import DepthMetrics, DepthMetricsAccumulator
 from mvs.geometry import invert_pose_44, make_pose_44
@@ -168,7 +169,7 @@ def prepare_room(seed: int, textureless_walls: bool, config: TrainConfig) -> Roo
     if not room_dir.exists():
         print(f"rendering training room {room_dir}", flush=True)
         spec = RoomSpec(seed, config.frames_per_room, config.width, config.height, textureless_walls)
-        generate_room(spec, room_dir, progress=False)
+        generate_room(spec, room_dir)
     cache_dir = room_dir / "cache"
     if not (cache_dir / "world_T_cam_n44.npy").exists():
         sequence = open_sequence(str(room_dir.resolve()))
@@ -390,7 +391,7 @@ def run(config: TrainConfig, resume: bool) -> DepthMetrics:
     metrics = evaluate(model, val_samples) if start_step >= config.steps else None
     model.train()
     started = time.perf_counter()
-    for step in range(start_step, config.steps):
+    for step in tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc="training", unit="step"):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         rooms = rng.integers(len(train_rooms), size=config.batch_size)
@@ -406,27 +407,27 @@ def run(config: TrainConfig, resume: bool) -> DepthMetrics:
         if (step + 1) % config.log_every == 0:
             elapsed = time.perf_counter() - started
             per_step = elapsed / (step + 1 - start_step)
-            print(
+            tqdm.write(
                 f"step {step + 1}/{config.steps} loss {history.losses[-1]:.4f} silog {terms.silog:.4f} "
                 f"inv_l1 {terms.inverse_l1:.4f} grad {terms.gradient:.4f} conf {terms.confidence:.4f} "
                 f"lr {learning_rate(step, config):.2e} {per_step:.2f} s/step "
                 f"eta {per_step * (config.steps - step - 1) / 60:.1f} min",
-                flush=True,
             )
         last = step + 1 == config.steps
         if (step + 1) % config.val_every == 0 or last:
             metrics = evaluate(model, val_samples)
             history.val_steps.append(step + 1)
             history.val_abs_rel.append(metrics.abs_rel)
-            print(f"validation at step {step + 1}: {metrics.summary()}", flush=True)
+            tqdm.write(f"validation at step {step + 1}: {metrics.summary()}")
             validation = {**dataclasses.asdict(metrics), "step": step + 1}
             save_model(weights_path, model, dataclasses.asdict(config), validation)
             draw_curves_png(run_dir / "loss.png", history.steps, history.losses, history.val_steps, history.val_abs_rel)
-            print(f"wrote {weights_path} and {run_dir / 'loss.png'}", flush=True)
+            tqdm.write(f"wrote {weights_path} and {run_dir / 'loss.png'}")
         if (step + 1) % config.checkpoint_every == 0 or last:
             save_checkpoint(step + 1)
     if metrics is None:
         raise ValueError(f"nothing to do: the checkpoint is already at step {start_step} >= --steps {config.steps}")
+    print(f"wrote {weights_path} (model), {checkpoint_path} (checkpoint) and {run_dir / 'loss.png'} (loss curve)")
     return metrics
 
 

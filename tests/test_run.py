@@ -2,28 +2,18 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
 import open3d as o3d
-import pytest
 
 from fusion.metrics import cull_to_views, mesh_metrics
 from mvs.run import main
 from mvs.sequences import open_sequence
-from mvs.synth import RoomSpec, generate_room
-
-
-@pytest.fixture(scope="module")
-def small_room(tmp_path_factory) -> Path:
-    """A 40-frame 160x120 synthetic room in ScanNet export layout, with its mesh."""
-    return generate_room(RoomSpec(seed=7, num_frames=40, width=160, height=120),
-                         tmp_path_factory.mktemp("rooms") / "room7", progress=False)
 
 
 def run_cli(*args: str) -> int:
-    return main(["--device", "cpu", *args])
+    return main(["--device", "cpu", "--no-render", *args])
 
 
 def test_run_on_a_synthetic_room_writes_every_output_and_matches_the_truth(small_room, tmp_path):
