@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,7 @@ from mvs.render import RenderingUnavailable
 from mvs.types import Sequence
 from mvs.view import screenshot_in_subprocess
 
+logger = logging.getLogger(__name__)
 DEPTH_ROWS = 4
 THUMBNAIL_WIDTH = 320
 MESH_VIEW_SIZE = (960, 720)
@@ -120,6 +122,7 @@ def mesh_view_html(out_dir: Path, render: bool) -> str:
         try:
             screenshot_in_subprocess(out_dir, png_path, *MESH_VIEW_SIZE)
         except RenderingUnavailable as error:
+            logger.warning("report.html without the mesh view: %s", error)
             return f'<p class="note">Mesh view not rendered: {html.escape(str(error))}</p>'
     if not png_path.is_file() or png_path.stat().st_mtime < mesh_path.stat().st_mtime:
         return f'<p class="note">Mesh view not rendered; see it with <code>python -m mvs.view {html.escape(str(out_dir))}</code>.</p>'

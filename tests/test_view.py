@@ -80,14 +80,10 @@ def test_missing_vulkan_driver_is_named(monkeypatch, tmp_path):
         check_headless_rendering()
 
 
-@pytest.fixture(scope="module")
-def box_screenshot(tmp_path_factory):
-    """A headless screenshot of a box in an output folder with a trajectory, and its view."""
-    try:
-        check_headless_rendering()
-    except RenderingUnavailable as error:
-        pytest.skip(str(error))
-    out = tmp_path_factory.mktemp("box")
+@pytest.fixture
+def box_screenshot(headless_rendering, tmp_path):
+    """A headless screenshot of a box in an output folder, and the view it was rendered from."""
+    out = tmp_path
     centre_3 = np.array([0.4, -0.2, 3.0])
     o3d.io.write_triangle_mesh(str(out / "mesh.ply"), box_mesh(centre_3, 0.6))
     result = render_cli(out, out / "shot.png")
@@ -121,11 +117,7 @@ def test_screenshot_shows_the_box_where_the_camera_projects_it(box_screenshot):
     np.testing.assert_allclose(image_hw3[interior_hw].mean(axis=0), BOX_RGB * 255, atol=3)
 
 
-def test_run_folder_frustums_are_drawn_at_the_cameras(tmp_path):
-    try:
-        check_headless_rendering()
-    except RenderingUnavailable as error:
-        pytest.skip(str(error))
+def test_run_folder_frustums_are_drawn_at_the_cameras(headless_rendering, tmp_path):
     o3d.io.write_triangle_mesh(str(tmp_path / "mesh.ply"), box_mesh(np.array([0.0, 0.0, 3.0]), 1.0))
     # Two cameras 1 m apart at the origin looking at the box; frustum lines are red.
     (tmp_path / "trajectory.txt").write_text("0 -0.5 0 0 0 0 0 1\n1 0.5 0 0 0 0 0 1\n")
