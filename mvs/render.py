@@ -95,11 +95,12 @@ def overview_view(
     world_T_cam_n44: np.ndarray | None,
     width: int,
     height: int,
+    framed_n3: np.ndarray | None = None,
     elevation_deg: float = 55.0,
     horizontal_fov_deg: float = 50.0,
 ) -> View:
     """A view from above and behind the scene, centred on `points_n3` (world metres) and
-    just far enough away to frame 99% of them.
+    just far enough away to frame 99% of them and all of `framed_n3` (e.g. the cameras).
 
     With camera poses (N, 4, 4) world_T_cam, "up" is opposite the cameras' mean image-down
     axis and the view looks the way the cameras looked on average; without them, up is the
@@ -124,13 +125,19 @@ def overview_view(
     elevation = np.radians(elevation_deg)
     direction_3 = np.sin(elevation) * up_3 - np.cos(elevation) * forward_3
     axes_33 = look_at_pose_44(centre_3 + direction_3, centre_3, up_3)[:3, :3]
-    local_n3 = (points_n3 - centre_3) @ axes_33
-    # A point at lateral offsets (x, y) and depth offset z from the centre is in the frame
-    # when |x| / (distance + z) <= cx / fx (likewise y); all but 1% of the points must be.
-    needed_n = np.maximum(
-        np.abs(local_n3[:, 0]) * camera.fx / camera.cx, np.abs(local_n3[:, 1]) * camera.fy / camera.cy
-    ) - local_n3[:, 2]
-    distance = max(float(np.percentile(needed_n, 99)) * 1.05, 1e-3)
+
+    def distances_n(world_n3: np.ndarray) -> np.ndarray:
+        # A point at lateral offsets (x, y) and depth offset z from the centre is in the
+        # frame when |x| / (distance + z) <= cx / fx (likewise y).
+        local_n3 = (world_n3 - centre_3) @ axes_33
+        return np.maximum(
+            np.abs(local_n3[:, 0]) * camera.fx / camera.cx, np.abs(local_n3[:, 1]) * camera.fy / camera.cy
+        ) - local_n3[:, 2]
+
+    distance = float(np.percentile(distances_n(points_n3), 99))
+    if framed_n3 is not None and len(framed_n3) > 0:
+        distance = max(distance, float(distances_n(framed_n3).max()))
+    distance = max(distance * 1.05, 1e-3)
     eye_3 = centre_3 + distance * direction_3
     return View(camera, look_at_pose_44(eye_3, centre_3, up_3))
 

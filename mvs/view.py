@@ -115,11 +115,12 @@ def scene_frustums(scene: Scene) -> list[o3d.geometry.LineSet]:
 
 def screenshot_view(scene: Scene, width: int, height: int) -> View:
     """The overview `--screenshot` renders: from above, behind the cameras when known,
-    framing the surface and the camera centres."""
-    points_n3 = scene.points_n3
+    framing the surface, the camera centres and the frustums."""
+    framed = [np.zeros((0, 3))]
     if scene.world_T_cam_n44 is not None:
-        points_n3 = np.concatenate([points_n3, scene.world_T_cam_n44[:, :3, 3]])
-    return overview_view(points_n3, scene.world_T_cam_n44, width, height)
+        framed.append(scene.world_T_cam_n44[:, :3, 3])
+    framed += [np.asarray(frustums.points) for frustums in scene_frustums(scene)]
+    return overview_view(scene.points_n3, scene.world_T_cam_n44, width, height, np.concatenate(framed))
 
 
 def screenshot(scene: Scene, png_path: Path, width: int, height: int) -> Path:
