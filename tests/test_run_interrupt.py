@@ -20,7 +20,10 @@ def test_signal_while_fusing_keeps_the_frames_done(small_room, tmp_path, signum)
     command = [sys.executable, "-m", "mvs.run", "--sequence", str(small_room), "--out", str(out),
                "--depth", "classic", "--keyframes", "all", "--voxel-size", "0.05", "--device", "cpu", "--no-render"]
     with open(tmp_path / "log", "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # As from a terminal: a shell that starts a job in the background makes it ignore
+        # SIGINT, and Python then raises no KeyboardInterrupt; restore the default first.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 300
         while len(list((out / "depth").glob("*.png"))) < MAPS_BEFORE_SIGNAL:
             assert process.poll() is None, (tmp_path / "log").read_text()

@@ -17,6 +17,7 @@ from mvs.render import (
     look_at_pose_44,
     overview_view,
 )
+from mvs.run import main as run_main
 from mvs.view import load_scene, main, screenshot_view
 
 BOX_RGB = np.array([0.8, 0.3, 0.1])
@@ -151,3 +152,14 @@ def test_window_without_display_says_how_to_screenshot(tmp_path, monkeypatch, ca
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert main([str(tmp_path)]) == 2
     assert "--screenshot" in capsys.readouterr().err
+
+
+def test_run_with_view_and_no_display_finishes_and_says_so(small_room, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    out = tmp_path / "out"
+    assert run_main(["--sequence", str(small_room), "--out", str(out), "--frames", "0:10", "--voxel-size", "0.05",
+                     "--device", "cpu", "--no-render", "--view"]) == 0
+    captured = capsys.readouterr()
+    assert "not opening the viewer" in captured.err and f"mvs.view {out} --screenshot" in captured.err
+    assert str(out / "report.html") in captured.out
