@@ -28,7 +28,7 @@ from mvs.report import write_report_html
 from mvs.sequences import open_sequence
 from mvs.types import Camera, Frame, Sequence
 from slam.frontend import track_sequence
-from slam.keyframes import select_keyframes
+from slam.keyframes import KeyframeSelection, select_keyframes
 from slam.result import METRES, TrackingFailed, TrackingResult
 from slam.rgbd import track_rgbd_sequence
 from slam.scale import scale_from_gt, scale_from_sensor
@@ -159,23 +159,35 @@ def make_estimator(config: DepthConfig, device: str) -> DepthEstimator:
     raise ValueError(f"--depth: expected sensor, classic or learned, got '{config.source}'")
 
 
-def plane_sweep_depth_maps(
-    sequence: Sequence, poses: TrackingResult, config: RunConfig, report: RunReport, out_dir: Path
-) -> Iterator[DepthMap]:
-    """Multi-view stereo depth of every keyframe (`--depth classic|learned`).
-
-    Each depth map is written to `out_dir/depth/<index>.png` (uint16 mm, 0 = no estimate)
-    and yielded without the pixels below `fuse_min_confidence`. Keyframes whose candidate
-    sources do not overlap them get no depth and are counted in `report.skipped`.
-    """
-    estimator = make_estimator(config.depth, config.device)
+def plan_keyframes(
+    sequence: Sequence, poses: TrackingResult, config: DepthConfig, report: RunReport
+) -> tuple[list[int], KeyframeSelection]:
+    """The posed dataset indices, and the keyframes planned over them with their source
+    frames (positions in that list); keyframes whose candidate sources do not overlap them
+    get no plan and are counted in `report.skipped`."""
     posed = [i for i in sequence.indices if i in poses.world_T_cam_44]
-    selection = select_keyframes(
-        [poses.world_T_cam_44[i] for i in posed], sequence.camera, config.depth.keyframe, config.depth.keyframes
-    )
+    selection = select_keyframes([poses.world_T_cam_44[i] for i in posed], sequence.camera, config.keyframe, config.keyframes)
     for position in selection.unplanned_indices:
         report.skipped[posed[position]] = "no overlapping source frames"
     report.keyframes = len(selection.keyframe_indices)
+    return posed, selection
+
+
+def plane_sweep_depth_maps(
+    sequence: Sequence,
+    poses: TrackingResult,
+    posed: list[int],
+    selection: KeyframeSelection,
+    config: RunConfig,
+    report: RunReport,
+    out_dir: Path,
+) -> Iterator[DepthMap]:
+    """Multi-view stereo depth of every planned keyframe (`--depth classic|learned`).
+
+    Each depth map is written to `out_dir/depth/<index>.png` (uint16 mm, 0 = no estimate)
+    and yielded without the pixels below `fuse_min_confidence`.
+    """
+    estimator = make_estimator(config.depth, config.device)
 
     @lru_cache(maxsize=4 * config.depth.keyframe.max_sources)
     def posed_frame(index: int) -> Frame:
@@ -196,11 +208,13 @@ def plane_sweep_depth_maps(
 
 def depth_maps(
     sequence: Sequence, poses: TrackingResult, config: RunConfig, report: RunReport, out_dir: Path
-) -> Iterator[DepthMap]:
-    """Depth maps from the source `config.depth.source` names."""
+) -> tuple[int, Iterator[DepthMap]]:
+    """Depth maps from the source `config.depth.source` names, and the number of frames
+    they are drawn from (the progress bar's total)."""
     if config.depth.source == "sensor":
-        return sensor_depth_maps(sequence, poses, report)
-    return plane_sweep_depth_maps(sequence, poses, config, report, out_dir)
+        return len(sequence), sensor_depth_maps(sequence, poses, report)
+    posed, selection = plan_keyframes(sequence, poses, config.depth, report)
+    return len(selection.plans), plane_sweep_depth_maps(sequence, poses, posed, selection, config, report, out_dir)
 
 
 def write_outputs(
@@ -270,8 +284,8 @@ def run(config: RunConfig) -> RunReport:
         report.skipped.update({i: "tracking lost" for i in poses.lost})
         volume = TSDFVolume(config.fusion)
         fusion_seconds = 0.0
-        depth_iter = depth_maps(sequence, poses, config, report, out_dir)
-        progress = tqdm(total=len(sequence) if config.depth.source == "sensor" else None, desc="depth + fusion", unit="frame")
+        total, depth_iter = depth_maps(sequence, poses, config, report, out_dir)
+        progress = tqdm(total=total, desc="depth + fusion", unit="frame")
         loop_start = time.perf_counter()
         for depth_map in depth_iter:
             start = time.perf_counter()
