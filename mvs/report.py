@@ -79,10 +79,11 @@ def figure(uri: str, caption: str) -> str:
     return f'<figure><img src="{uri}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
-def depth_rows_html(out_dir: Path, sequence: Sequence | None, fused: list[int]) -> str:
+def depth_rows_html(out_dir: Path, sequence: Sequence | None, fused: list[int], metric: bool) -> str:
     """Up to DEPTH_ROWS evenly spaced frames: input, estimate (`depth/<index>.png`) and
     sensor depth, each row colourised over one range; frames of `fused` when there are no
-    estimates (a `--depth sensor` run)."""
+    estimates (a `--depth sensor` run). `metric` says the estimates are in metres; in
+    tracking units they are shown without the sensor depth."""
     if sequence is None:
         return '<p class="note">No input frames available.</p>'
     estimated = sorted(int(p.stem) for p in (out_dir / "depth").glob("*.png") if p.stem.isdigit())
@@ -102,13 +103,14 @@ def depth_rows_html(out_dir: Path, sequence: Sequence | None, fused: list[int]) 
             estimate_mm_hw = cv2.imread(str(out_dir / "depth" / f"{index}.png"), cv2.IMREAD_UNCHANGED)
             if estimate_mm_hw is not None:
                 maps.append(("estimate", estimate_mm_hw.astype(np.float32) / 1000.0))
-        if frame.depth_hw is not None:
+        if frame.depth_hw is not None and (metric or not estimated):
             maps.append(("sensor depth", frame.depth_hw))
         cells = [figure(png_data_uri(thumbnail_hw3(frame.image_hw3)), f"frame {index}: input")]
         if maps:
             near, far = depth_range([depth_hw for _, depth_hw in maps])
+            unit = "m" if metric or not estimated else "units"
             cells += [figure(png_data_uri(thumbnail_hw3(colourise_depth_hw3(depth_hw, near, far))),
-                             f"{name}, {near:.2f} m (blue) to {far:.2f} m (red)") for name, depth_hw in maps]
+                             f"{name}, {near:.2f} {unit} (blue) to {far:.2f} {unit} (red)") for name, depth_hw in maps]
         rows.append("<div>" + "".join(cells) + "</div>")
     return "\n".join(rows)
 
@@ -194,7 +196,7 @@ def write_report_html(
 <h2>Seconds per stage</h2>
 {table_html(seconds_rows)}
 <h2>Depth</h2>
-{depth_rows_html(out_dir, sequence, fused)}
+{depth_rows_html(out_dir, sequence, fused, run["units"] == "metres")}
 <h2>Trajectory</h2>
 {trajectory}
 </body></html>
