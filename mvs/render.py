@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 import open3d as o3d
 
+from mvs.geometry import backproject_n3, transform_n3
 from mvs.types import Camera
 
 VULKAN_PACKAGES = "libvulkan1 mesa-vulkan-drivers"
@@ -162,12 +163,11 @@ def frustum_lines(camera: Camera, world_T_cam_n44: np.ndarray, depth: float) -> 
     corners_uv_42 = np.array(
         [[-0.5, -0.5], [camera.width - 0.5, -0.5], [camera.width - 0.5, camera.height - 0.5], [-0.5, camera.height - 0.5]]
     )
-    rays_43 = np.concatenate([corners_uv_42, np.ones((4, 1))], axis=1) @ np.linalg.inv(camera.K_33).T
-    local_53 = np.concatenate([np.zeros((1, 3)), rays_43 * depth])
+    local_53 = np.concatenate([np.zeros((1, 3)), backproject_n3(corners_uv_42, np.full(4, depth), camera.K_33)])
     edges_82 = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [1, 2], [2, 3], [3, 4], [4, 1]])
     points, lines = [], []
     for i, world_T_cam_44 in enumerate(world_T_cam_n44):
-        points.append(local_53 @ world_T_cam_44[:3, :3].T + world_T_cam_44[:3, 3])
+        points.append(transform_n3(world_T_cam_44, local_53))
         lines.append(edges_82 + 5 * i)
     centres_n = 5 * np.arange(len(world_T_cam_n44))
     lines.append(np.stack([centres_n[:-1], centres_n[1:]], axis=1))
