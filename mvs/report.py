@@ -171,11 +171,14 @@ def write_report_html(
     run = json.loads(report_path.read_text())
     png_path = out_dir / "mesh.png"
     png_before = png_path.stat().st_mtime if png_path.is_file() else None
-    fused = [int(i) for i in sequence.indices if str(i) not in run["skipped"]] if sequence is not None else []
+    # Sensor depth is fused in playback order, skipping the frames report.json lists.
+    fused = []
+    if sequence is not None:
+        fused = [i for i in sequence.indices if str(i) not in run["skipped"]][: run["frames_fused"]]
     seconds_rows = [(stage, f"{seconds:.2f}") for stage, seconds in run["seconds"].items()]
     seconds_rows.append(("total", f"{sum(run['seconds'].values()):.2f}"))
-    trajectory_png = out_dir / "trajectory.png"
-    if trajectory_png.is_file():
+    trajectory_png, trajectory_txt = out_dir / "trajectory.png", out_dir / "trajectory.txt"
+    if trajectory_png.is_file() and trajectory_txt.is_file() and trajectory_png.stat().st_mtime >= trajectory_txt.stat().st_mtime:
         trajectory = figure(png_data_uri(cv2.cvtColor(cv2.imread(str(trajectory_png)), cv2.COLOR_BGR2RGB)),
                             "camera centres seen from above, aligned to the ground truth")
     else:
