@@ -200,6 +200,10 @@ def render_image_hw3(geometries: list[o3d.geometry.Geometry3D], view: View) -> n
     Call once per process (see the module docstring).
     """
     check_headless_rendering()
+    # Mesa's software rasteriser threads spin while they wait for each other; on a busy CPU
+    # a 960x720 view then took minutes instead of seconds. One thread draws it in about the
+    # same CPU time. Read when the renderer starts the driver; a value already set is kept.
+    os.environ.setdefault("LP_NUM_THREADS", "0")
     camera = view.camera
     with _native_stdout_silenced(), o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
         renderer = o3d.visualization.rendering.OffscreenRenderer(camera.width, camera.height)
