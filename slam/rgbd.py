@@ -11,7 +11,7 @@ at the last known pose.
 
 Frame to model (`reference: model`, KinectFusion-style): every tracked frame's depth is
 fused into a TSDF volume (Open3D's `t.pipelines.slam.Model`), and each new frame is
-registered to the model's depth ray-cast at the pose predicted by constant velocity.
+registered to the model's depth ray-cast at the pose predicted from the last motion.
 Surfaces seen many frames ago keep anchoring the pose, so the drift grows far more slowly
 than from keyframe to keyframe. A frame whose registration fails is lost, not fused, and
 the next frame is predicted from the last tracked one.
@@ -63,7 +63,7 @@ class RGBDConfig:
     model_voxel_size: float = 0.02
     model_trunc_voxels: float = 4.0
     model_block_count: int = 40000
-    model_prediction: float = 1.0
+    model_prediction: float = 0.5
 
 
 def _check_config(config: RGBDConfig) -> None:
