@@ -67,6 +67,7 @@ class RGBDConfig:
 
 
 def _check_config(config: RGBDConfig) -> None:
+    """Raise ValueError naming the first setting of `config` that cannot be used."""
     if config.method not in METHODS:
         raise ValueError(f"RGBDConfig.method: expected one of {sorted(METHODS)}, got {config.method!r}")
     if config.reference not in REFERENCES:
