@@ -17,6 +17,7 @@ from mvs.regressors import ClassicRegressorConfig
 from slam.frontend import VOConfig
 from slam.keyframes import KeyframeConfig
 from slam.rgbd import RGBDConfig
+from slam.scale import SensorScaleConfig
 
 
 @dataclass
@@ -37,14 +38,16 @@ class SequenceConfig:
 class TrackingConfig:
     """Where camera poses come from: `gt` (dataset), `track` (monocular VO), `rgbd`.
 
-    `scale` fixes the unknown scale of monocular tracking: `sensor` (depth sensor), `gt`
-    (ground-truth poses, for evaluation only) or `none` (tracking units).
+    `scale` fixes the unknown scale of monocular tracking: `sensor` (depth sensor, as
+    `sensor_scale` says), `gt` (ground-truth poses, for evaluation only) or `none`
+    (tracking units).
     """
 
     poses: str = "gt"
     scale: str = "none"
     vo: VOConfig = field(default_factory=VOConfig)
     rgbd: RGBDConfig = field(default_factory=RGBDConfig)
+    sensor_scale: SensorScaleConfig = field(default_factory=SensorScaleConfig)
 
 
 @dataclass

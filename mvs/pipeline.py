@@ -125,7 +125,7 @@ def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult
         raise ValueError(f"--poses: expected gt, track or rgbd, got '{config.poses}'")
     result = track_sequence(sequence, config.vo)
     if config.scale == "sensor":
-        return scale_from_sensor(result, sequence)
+        return scale_from_sensor(result, sequence, config.sensor_scale)
     if config.scale == "gt":
         return scale_from_gt(result, sequence)
     if config.scale != "none":

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from mvs.geometry import make_pose_44
 from mvs.synth import RoomRenderer, RoomSpec, build_room
 from mvs.types import Camera, Frame, Sequence
 from slam.frontend import MonocularTracker, VOConfig, track_sequence
 from slam.klt import KLTConfig
-from slam.result import METRES, TRACKING_UNITS, TrackingFailed
+from slam.result import METRES, TRACKING_UNITS, TrackingFailed, TrackingResult
 from slam.rgbd import RGBDConfig, track_rgbd_sequence
-from slam.scale import scale_from_gt, scale_from_sensor
+from slam.scale import SensorScaleConfig, rescaled_along_trajectory, scale_from_gt, scale_from_sensor
 from slam.trajectory import evaluate_trajectory
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -85,12 +87,50 @@ def test_scale_from_sensor_depth_matches_ground_truth(room_sequence, room_tracki
     assert metrics.ate_rmse < 0.02
 
 
+def test_per_keyframe_sensor_scale_on_a_rendered_room(room_sequence, room_tracking):
+    metric = scale_from_sensor(room_tracking, room_sequence, SensorScaleConfig(per_keyframe_window=2))
+    assert metric.scale == METRES and sorted(metric.world_T_cam_44) == sorted(room_tracking.world_T_cam_44)
+    metrics = evaluate_trajectory(metric.world_T_cam_44, room_sequence.gt_world_T_cam_44, with_scale=False)
+    assert metrics.ate_rmse < 0.02
+
+
+def test_rescaling_along_the_trajectory_undoes_a_known_scale_drift():
+    """Tracked steps shrink as the scale (metres per tracking unit) grows linearly with the
+    frame index; the rebuilt centres equal the true ones, the points follow their keyframe."""
+    indices = list(range(0, 40, 2))
+    true_centre_n3 = np.stack([[0.05 * i, 0.02 * np.sin(i / 5), 0.01 * i] for i in indices])
+    scale_of = lambda index: 2.0 + 0.05 * index  # noqa: E731
+    tracked_centre_n3 = [true_centre_n3[0] / scale_of(indices[0])]
+    for k in range(1, len(indices)):
+        middle = (indices[k] + indices[k - 1]) / 2
+        tracked_centre_n3.append(tracked_centre_n3[-1] + (true_centre_n3[k] - true_centre_n3[k - 1]) / scale_of(middle))
+    rotation_33 = make_pose_44(cv2.Rodrigues(np.array([0.1, -0.2, 0.3]))[0], np.zeros(3))[:3, :3]
+    world_T_cam_44 = {i: make_pose_44(rotation_33, c_3) for i, c_3 in zip(indices, tracked_centre_n3)}
+    point_n3 = np.array([tracked_centre_n3[3] + [0.0, 0.0, 0.5], tracked_centre_n3[10] + [0.1, 0.0, 0.4]])
+    result = TrackingResult(world_T_cam_44, [], point_n3, 0.5, TRACKING_UNITS, {6: np.array([0]), 20: np.array([1, 0])})
+    keyframes_k = np.array([0, 10, 20, 30, 38])
+    metric = rescaled_along_trajectory(result, keyframes_k, np.array([scale_of(i) for i in keyframes_k]), 3.0)
+    for k, index in enumerate(indices):
+        np.testing.assert_allclose(metric.world_T_cam_44[index][:3, 3], true_centre_n3[k], atol=1e-12)
+        np.testing.assert_allclose(metric.world_T_cam_44[index][:3, :3], rotation_33, atol=1e-12)
+    # Point 0 is first seen at frame 6 (position 3), point 1 at frame 20 (position 10).
+    np.testing.assert_allclose(metric.map_points_n3[0], true_centre_n3[3] + scale_of(6) * np.array([0.0, 0.0, 0.5]))
+    np.testing.assert_allclose(metric.map_points_n3[1], true_centre_n3[10] + scale_of(20) * np.array([0.1, 0.0, 0.4]))
+    assert metric.scale == METRES
+
+
 def test_rgbd_odometry_of_a_rendered_room(room_sequence):
     result = track_rgbd_sequence(room_sequence, RGBDConfig(max_width=160), progress=False)
     assert result.scale == METRES and not result.lost
     metrics = evaluate_trajectory(result.world_T_cam_44, room_sequence.gt_world_T_cam_44, with_scale=False)
     # Measured 0.36 cm.
     assert metrics.ate_rmse < 0.01
+
+
+def test_rgbd_config_is_checked():
+    camera = Camera(np.eye(3), 160, 120)
+    with pytest.raises(ValueError, match="reference"):
+        track_rgbd_sequence(_in_memory_sequence(camera, {}), RGBDConfig(reference="scan"), progress=False)
 
 
 def test_tracking_recovers_after_blank_frames_and_chains_the_segments(room_sequence):
@@ -147,3 +187,21 @@ def test_rgbd_odometry_of_real_kitchen_frames():
     assert len(result.world_T_cam_44) == len(sequence)
     # Measured 2.25 cm over the first 100 frames (1.4 m of camera path).
     assert metrics.ate_rmse < 0.04
+
+
+@pytest.mark.skipif(not REDKITCHEN.is_dir(), reason=f"7-Scenes redkitchen frames not found at {REDKITCHEN}")
+@pytest.mark.parametrize("reference", ["keyframe", "model"])
+def test_rgbd_odometry_of_real_kitchen_frames_loses_the_frames_without_depth(reference):
+    from mvs.sequences import open_sequence
+
+    kitchen = open_sequence(str(REDKITCHEN), frames="0:120:2")
+    frames = {index: kitchen.load_frame(index) for index in kitchen.indices}
+    for index in (40, 42):
+        frames[index] = Frame(index, float(index), frames[index].image_hw3, np.zeros_like(frames[index].depth_hw))
+    sequence = _in_memory_sequence(kitchen.camera, frames)
+    config = RGBDConfig(method="point_to_plane", max_width=320, depth_max=3.0, reference=reference)
+    result = track_rgbd_sequence(sequence, config, progress=False)
+    assert result.lost == [40, 42] and len(result.world_T_cam_44) == len(sequence) - 2
+    metrics = evaluate_trajectory(result.world_T_cam_44, kitchen.gt_world_T_cam_44, with_scale=False)
+    # Measured 1.8 cm (model) and 1.7 cm (keyframe) over the first 60 frames (0.9 m of path).
+    assert metrics.ate_rmse < 0.03
