@@ -14,6 +14,7 @@ import pytest
 
 from fusion.tsdf import TSDFVolume
 from mvs.bench.colmap import image_name, index_from_name, world_T_cam_from_cam_from_world_44
+from mvs.bench.memory import link_looped_room
 from mvs.bench.numpy_tsdf import NumpyTSDF, frustum_bounds_23
 from mvs.bench.report import SuiteResult, Table, replace_section, update_json, update_markdown
 from mvs.bench.runs import last_progress, run_module
@@ -162,3 +163,21 @@ def test_last_progress_reads_the_last_redrawn_line(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     log.write_text("config\nfusion:  10%|#  | 1/10\rfusion:  50%|#####  | 5/10\r\n\n")
     assert last_progress(log) == "fusion:  50%|#####  | 5/10"
+
+
+def test_looped_room_links_frame_i_to_frame_i_mod_n(tmp_path: Path) -> None:
+    room_dir = tmp_path / "room"
+    for sub, suffix in (("color", "jpg"), ("depth", "png"), ("pose", "txt")):
+        (room_dir / sub).mkdir(parents=True)
+        for index in range(3):
+            (room_dir / sub / f"{index}.{suffix}").write_text(f"{sub} {index}")
+    (room_dir / "intrinsic").mkdir()
+    (room_dir / "mesh.ply").write_text("mesh")
+    looped = link_looped_room(room_dir, tmp_path / "looped", 7)
+    assert sorted(int(p.stem) for p in (looped / "pose").glob("*.txt")) == list(range(7))
+    assert (looped / "color" / "5.jpg").read_text() == "color 2"
+    assert (looped / "depth" / "6.png").read_text() == "depth 0"
+    assert (looped / "mesh.ply").read_text() == "mesh" and (looped / "intrinsic").is_dir()
+    assert link_looped_room(room_dir, looped, 7) == looped
+    with pytest.raises(ValueError, match="found none"):
+        link_looped_room(tmp_path / "looped" / "intrinsic", tmp_path / "other", 7)

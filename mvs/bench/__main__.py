@@ -80,21 +80,31 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_line()
     print(f"machine: {machine}")
     names = list(SUITES) if args.suite == "all" else [args.suite]
-    written = []
+    written: list[str] = []
+    failed: list[str] = []
     for number, name in enumerate(names, 1):
         suite = SUITES[name]
         print(f"[{number}/{len(names)}] {name}: {suite.title}", flush=True)
         started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         load_start, start = load_average(), time.perf_counter()
-        tables, data = suite.run(context)
+        try:
+            tables, data = suite.run(context)
+        except (ImportError, RuntimeError, ValueError, FileNotFoundError) as error:
+            print(f"error: suite {name}: {error}", file=sys.stderr)
+            failed.append(name)
+            continue
         result = SuiteResult(name, suite.title, suite_command(args, name), machine, started,
                              time.perf_counter() - start, (load_start, load_average()), tables, data)
         for table in tables:
             print("\n" + table.markdown() + "\n", flush=True)
-        written += [update_markdown(args.markdown, result, list(SUITES)), update_json(args.json, result)]
-    print("wrote:")
-    for path in dict.fromkeys(written):
-        print(f"  {path} ({', '.join(names)})")
+        update_markdown(args.markdown, result, list(SUITES))
+        update_json(args.json, result)
+        written.append(name)
+    if written:
+        print(f"wrote the {', '.join(written)} section(s) of {args.markdown} and {args.json}")
+    if failed:
+        print(f"failed: {', '.join(failed)} (their sections are unchanged)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from fusion.tsdf import TSDFVolume
 from mvs.bench.numpy_tsdf import NumpyTSDF, frustum_bounds_23
@@ -20,13 +21,13 @@ from mvs.config import FusionConfig
 from mvs.geometry import invert_pose_44
 from mvs.sequences import open_sequence
 
-FRAMES = "0:1000:20"
+FRAMES = "0:1000:40"
 
 
-def time_integration(volume: TSDFVolume | NumpyTSDF, frames: list, camera, poses: dict) -> float:
+def time_integration(volume: TSDFVolume | NumpyTSDF, frames: list, camera, poses: dict, name: str) -> float:
     """Wall seconds to integrate `frames` (sensor depth, ground-truth poses) into `volume`."""
     start = time.perf_counter()
-    for frame in frames:
+    for frame in tqdm(frames, desc=f"  {name}", unit="frame", mininterval=5.0):
         volume.integrate(frame.depth_hw, frame.image_hw3, camera, invert_pose_44(poses[frame.index]))
     return time.perf_counter() - start
 
@@ -38,14 +39,12 @@ def run(context: BenchContext) -> tuple[list[Table], dict]:
     camera, poses = sequence.camera, sequence.gt_world_T_cam_44
     config = FusionConfig(voxel_size=0.02, depth_max=4.0)
     trunc_m = config.voxel_size * config.sdf_trunc_voxels
-    print("  Open3D VoxelBlockGrid", flush=True)
     open3d_volume = TSDFVolume(config)
-    open3d_seconds = time_integration(open3d_volume, frames, camera, poses)
+    open3d_seconds = time_integration(open3d_volume, frames, camera, poses, "Open3D VoxelBlockGrid")
     depth_max_n = np.array([min(float(f.depth_hw.max()), config.depth_max) for f in frames])
     bounds_23 = frustum_bounds_23(camera, np.stack([poses[f.index] for f in frames]), depth_max_n)
     numpy_volume = NumpyTSDF(bounds_23, config.voxel_size, trunc_m, config.depth_max)
-    print(f"  NumPy dense grid {numpy_volume.shape}", flush=True)
-    numpy_seconds = time_integration(numpy_volume, frames, camera, poses)
+    numpy_seconds = time_integration(numpy_volume, frames, camera, poses, f"NumPy dense grid {numpy_volume.shape}")
     block_voxels = config.block_resolution**3
     rows = [
         ("ours: Open3D VoxelBlockGrid (fusion/tsdf.py)", open3d_seconds, open3d_volume.block_count * block_voxels),

@@ -61,7 +61,6 @@ def pose_runs(context: BenchContext) -> tuple[Table, dict]:
 
 def colmap_comparison(context: BenchContext) -> tuple[Table, dict]:
     """`--poses track` and COLMAP on redkitchen COLMAP_FRAMES, back to back."""
-    import_pycolmap()
     out_dir = Path(context.work_dir) / "track" / "rk4_track"
     ours: Measured = run_and_evaluate(
         ["--sequence", context.kitchen, "--frames", COLMAP_FRAMES, *KITCHEN_CONFIG, *POSES["track --scale sensor"]], out_dir
@@ -109,6 +108,7 @@ def colmap_comparison(context: BenchContext) -> tuple[Table, dict]:
 
 
 def run(context: BenchContext) -> tuple[list[Table], dict]:
+    import_pycolmap()
     poses_table, poses_data = pose_runs(context)
     colmap_table, colmap_data = colmap_comparison(context)
     return [poses_table, colmap_table], {"runs": poses_data, "colmap_comparison": colmap_data}
