@@ -61,7 +61,7 @@ def run(context: BenchContext) -> tuple[list[Table], dict]:
     data = {"frames": len(frames), "frame_selection": FRAMES, "width": camera.width, "height": camera.height,
             "voxel_size": config.voxel_size, "implementations": {}}
     for name, seconds, voxels in rows:
-        table.add_row(name, fmt(seconds / len(frames) * 1000, 1), fmt(len(frames) / seconds, 1), f"{voxels:,}",
+        table.add_row(name, fmt(seconds / len(frames) * 1000, 1), fmt(len(frames) / seconds, 2), f"{voxels:,}",
                       f"{numpy_seconds / seconds:.1f}x")
         data["implementations"][name] = {"seconds": seconds, "frames_per_second": len(frames) / seconds,
                                          "voxels": voxels}
