@@ -1,9 +1,10 @@
-"""The `inputs` suite of `python -m mvs.bench`: how fast frames come out of each reader.
+"""`inputs` suite: how fast frames come out of each reader.
 
-The first frames of the benchmark sequence are written once more as a ScanNet `.sens`
+The first FRAMES redkitchen frames are written once more as a ScanNet `.sens`
 file (JPEG colour at quality 95, zlib depth) and as an MPEG-4 video, in a temporary folder;
 then each input is opened and read in order, and the video also every third frame and
-with a seek before every frame, all in this process, back to back.
+with a seek before every frame, all in this process, back to back. The video holds
+VIDEO_FRAMES frames (the kitchen's, cycled).
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mvs.bench.report import Table, fmt
+from mvs.bench.runs import BenchContext
 from mvs.sequences import open_sequence
 from mvs.types import Sequence
 
 VIDEO_FPS = 30.0
+FRAMES = 300
+VIDEO_FRAMES = 5000
 
 
 def write_sens_file(path: Path, sequence: Sequence, count: int) -> Path:
@@ -62,9 +67,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench_inputs(sequence: Sequence, frames: int, video_frames: int) -> str:
-    """Markdown table: open time and frames per second of each reader on the same frames."""
-    frames = min(frames, len(sequence))
+def run(context: BenchContext) -> tuple[list[Table], dict]:
+    """Open time and frames per second of each reader on the same frames."""
+    sequence = open_sequence(context.kitchen)
+    frames, video_frames = min(FRAMES, len(sequence)), VIDEO_FRAMES
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         sens_path = write_sens_file(Path(folder) / "bench.sens", sequence, frames)
@@ -87,14 +93,17 @@ def bench_inputs(sequence: Sequence, frames: int, video_frames: int) -> str:
         seek_each = video.indices[: frames // 3][::-1]  # backwards: a seek before every frame
         rows.append(("MPEG-4 video, backwards (seek per frame)", len(seek_each), float("nan"),
                      *_read_rate(video, seek_each)))
-    lines = [
-        f"| input ({sequence.camera.width}x{sequence.camera.height}) | frames | open (ms) | frames/s | peak RSS growth (MB) |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
+    table = Table(
+        f"Readers: the first {frames} redkitchen frames as a folder and a .sens file, {video_frames} as an MPEG-4 video",
+        [],
+        [f"input ({sequence.camera.width}x{sequence.camera.height})", "frames", "open (ms)", "frames/s",
+         "peak RSS growth (MB)"],
+        "lrrrr",
+        notes="Read back in one process, back to back; a video read in order never seeks.",
+    )
     for label, count, open_ms, rate, growth_mb in rows:
-        open_text = "" if np.isnan(open_ms) else f"{open_ms:.0f}"
-        lines.append(f"| {label} | {count} | {open_text} | {rate:.0f} | {growth_mb:.0f} |")
-    return "\n".join(lines)
+        table.add_row(label, str(count), "" if np.isnan(open_ms) else fmt(open_ms, 0), fmt(rate, 0), fmt(growth_mb, 0))
+    return [table], {"rows": rows}
 
 
 def _read_rate(sequence: Sequence, indices: list[int]) -> tuple[float, float]:

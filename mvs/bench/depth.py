@@ -1,0 +1,133 @@
+"""`depth` suite: learned vs classic vs sensor depth on redkitchen, with ground-truth poses.
+
+Accuracy, mesh F-score, time per stage and peak memory come from `python -m mvs.run` and
+`python -m mvs.eval` children; milliseconds per keyframe of each step at 320x240 input,
+64 hypotheses and 2 sources are timed in this process on one keyframe (median of repeats).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mvs.bench.report import Table, fmt
+from mvs.bench.runs import BenchContext, Measured, run_and_evaluate
+from mvs.config import DepthConfig
+from mvs.costvolume import inverse_depth_hypotheses_d, same_camera_sweep, zncc_cost_volume
+from mvs.depth import ClassicDepthEstimator, LearnedDepthEstimator, grey_b1hw, prepare_inputs
+from mvs.regressors import classic_regress
+from mvs.sequences import open_sequence
+from mvs.types import Frame, Sequence
+
+FRAMES = "0:1000:2"
+SOURCES = ("sensor", "classic", "learned")
+REPEATS = 10
+
+
+def median_ms(run: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `run()` in milliseconds, after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def posed(sequence: Sequence, position: int) -> Frame:
+    frame = sequence[position]
+    return replace(frame, world_T_cam_44=sequence.gt_world_T_cam_44[frame.index])
+
+
+def keyframe_table(sequence: Sequence, repeats: int) -> tuple[Table, dict]:
+    """Per-keyframe milliseconds of the classic sweep, its regressor and the learned model."""
+    config = DepthConfig()
+    reference, sources = posed(sequence, 20), [posed(sequence, 10), posed(sequence, 30)]
+    camera = sequence.camera
+    classic = ClassicDepthEstimator(config, "cpu")
+    width, height = config.working_width // config.classic_downscale, config.working_height // config.classic_downscale
+    inputs = prepare_inputs(reference, sources, camera, width, height, torch.device("cpu"))
+    depth_d = inverse_depth_hypotheses_d(config.near, config.far, config.num_hypotheses, torch.device("cpu"))
+
+    def cost_volume():
+        sweep = same_camera_sweep(inputs.K_b33, inputs.src_T_ref_bn44, depth_d, height, width)
+        return zncc_cost_volume(grey_b1hw(inputs.ref_image_b3hw), grey_b1hw(inputs.src_images_bn3hw), sweep,
+                                config.zncc_window)
+
+    rows = []
+    with torch.no_grad():
+        volume = cost_volume()
+        rows.append((f"classic: ZNCC cost volume at {width}x{height}", median_ms(cost_volume, repeats)))
+        rows.append(("classic: winner-take-all regressor + filtering",
+                     median_ms(lambda: classic_regress(volume, inputs.ref_image_b3hw, config.classic), repeats)))
+    rows.append(("classic: whole keyframe (resize, sweep, regress, upsample)",
+                 median_ms(lambda: classic.estimate(reference, sources, camera), repeats)))
+    learned = LearnedDepthEstimator(config, "cpu")
+    rows.append(("learned: whole keyframe (features, cost volume, U-Net, upsample)",
+                 median_ms(lambda: learned.estimate(reference, sources, camera), repeats)))
+    table = Table(
+        f"Milliseconds per keyframe ({config.working_width}x{config.working_height} input, "
+        f"{config.num_hypotheses} hypotheses, 2 sources, CPU)",
+        [],
+        ["step", "ms per keyframe"],
+        "lr",
+        notes=f"Median of {repeats} repeats on redkitchen frame {reference.index} with sources "
+              f"{sources[0].index} and {sources[1].index}, in the benchmark process.",
+    )
+    for name, ms in rows:
+        table.add_row(name, fmt(ms, 0))
+    return table, {name: ms for name, ms in rows}
+
+
+def run_args(context: BenchContext, source: str) -> list[str]:
+    return ["--sequence", context.kitchen, "--frames", FRAMES, "--config", "configs/7scenes.yaml",
+            "--depth", source]
+
+
+def run(context: BenchContext) -> tuple[list[Table], dict]:
+    measured: dict[str, Measured] = {}
+    for source in SOURCES:
+        measured[source] = run_and_evaluate(run_args(context, source), Path(context.work_dir) / "depth" / f"rk_{source}")
+    accuracy = Table(
+        f"Depth and mesh accuracy: redkitchen {FRAMES}, ground-truth poses",
+        [f"{m.run.command} && python -m mvs.eval --out {context.work_dir / 'depth' / f'rk_{s}'}"
+         for s, m in measured.items()],
+        ["depth", "AbsRel", "delta < 1.25", "delta < 1.25^2", "completeness", "mesh F-score @ 5 cm", "keyframes"],
+        "lrrrrrr",
+        notes="Depth against the Kinect depth within (0, 10] m over the keyframes' maps; mesh against the mesh "
+              "fused from sensor depth with ground-truth poses, culled to the views. The sensor row fuses the "
+              "sensor's own maps (every frame): the ceiling of the mesh score.",
+    )
+    stages = Table(
+        f"Time per stage and peak memory of those runs (seconds; {FRAMES} = 500 frames)",
+        [],
+        ["depth", "poses", "depth", "fusion", "write", "wall (whole command)", "ms per depth map",
+         "fusion frames/s", "peak RSS"],
+        "lrrrrrrrr",
+    )
+    data = {"frames": FRAMES, "runs": {}}
+    for source, m in measured.items():
+        depth_metrics = m.evaluation.get("depth") or {}
+        accuracy.add_row(
+            source, fmt(depth_metrics.get("abs_rel")), fmt(depth_metrics.get("delta1")),
+            fmt(depth_metrics.get("delta2")), fmt(depth_metrics.get("completeness")),
+            fmt(m.metric("mesh", "fscore")), str(m.report["keyframes"]) if source != "sensor" else "—",
+        )
+        depth_maps = m.report["depth_maps"]
+        stages.add_row(
+            source, fmt(m.stage_seconds("poses"), 1), fmt(m.stage_seconds("depth"), 1),
+            fmt(m.stage_seconds("fusion"), 1), fmt(m.stage_seconds("write"), 1), fmt(m.run.seconds, 1),
+            fmt(m.stage_seconds("depth") / depth_maps * 1000, 0) if depth_maps else "—",
+            fmt(m.report["fusion_frames_per_second"], 0), f"{m.run.peak_rss_mb:.0f} MB",
+        )
+        data["runs"][source] = {"command": m.run.command, "seconds": m.run.seconds, "peak_rss_mb": m.run.peak_rss_mb,
+                                "report": m.report, "eval": m.evaluation}
+    print(f"  timing one keyframe {REPEATS} times", flush=True)
+    keyframes, data["ms_per_keyframe"] = keyframe_table(open_sequence(context.kitchen), REPEATS)
+    return [accuracy, stages, keyframes], data

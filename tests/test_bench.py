@@ -1,0 +1,183 @@
+"""Benchmark package: the NumPy TSDF peer, the COLMAP pose conversion, tables and child runs.
+
+Synthetic ground truth: a sphere of radius 0.5 m seen by 8 cameras on a ring 1.5 m from
+its centre, with exact z-depth maps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusion.tsdf import TSDFVolume
+from mvs.bench.colmap import image_name, index_from_name, world_T_cam_from_cam_from_world_44
+from mvs.bench.memory import link_looped_room
+from mvs.bench.numpy_tsdf import NumpyTSDF, frustum_bounds_23
+from mvs.bench.report import SuiteResult, Table, replace_section, update_json, update_markdown
+from mvs.bench.runs import last_progress, run_module
+from mvs.config import FusionConfig
+from mvs.geometry import invert_pose_44, look_at_world_T_cam_44, make_pose_44, quaternion_to_matrix_33
+from mvs.types import Camera
+
+VOXEL = 0.02
+CENTRE_3 = np.array([0.0, 0.0, 1.0])
+RADIUS = 0.5
+CAMERA = Camera(np.array([[80.0, 0.0, 39.5], [0.0, 80.0, 29.5], [0.0, 0.0, 1.0]]), 80, 60)
+
+
+def sphere_depth_hw(cam_T_world_44: np.ndarray) -> np.ndarray:
+    """Exact z-depth (metres) of the sphere at every pixel centre, 0 where the ray misses."""
+    u_hw, v_hw = np.meshgrid(np.arange(CAMERA.width), np.arange(CAMERA.height))
+    rays_hw3 = np.stack([u_hw, v_hw, np.ones_like(u_hw)], axis=-1) @ np.linalg.inv(CAMERA.K_33).T
+    centre_3 = cam_T_world_44[:3, :3] @ CENTRE_3 + cam_T_world_44[:3, 3]
+    a_hw = np.sum(rays_hw3**2, axis=-1)
+    b_hw = -2.0 * rays_hw3 @ centre_3
+    c = centre_3 @ centre_3 - RADIUS**2
+    discriminant_hw = b_hw**2 - 4 * a_hw * c
+    hit_hw = discriminant_hw > 0
+    t_hw = (-b_hw - np.sqrt(np.where(hit_hw, discriminant_hw, 0.0))) / (2 * a_hw)
+    return np.where(hit_hw, t_hw, 0.0).astype(np.float32)
+
+
+def ring_world_T_cam_n44() -> np.ndarray:
+    angles_n = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    eyes_n3 = CENTRE_3 + 1.5 * np.stack([np.cos(angles_n), np.sin(angles_n), 0.3 * np.ones(8)], axis=1)
+    return np.stack([look_at_world_T_cam_44(eye_3, CENTRE_3, np.array([0.0, 0.0, 1.0])) for eye_3 in eyes_n3])
+
+
+def test_numpy_tsdf_agrees_with_open3d_on_a_sphere_within_a_voxel() -> None:
+    config = FusionConfig(voxel_size=VOXEL, depth_max=3.0)
+    trunc_m = VOXEL * config.sdf_trunc_voxels
+    bounds_23 = np.stack([CENTRE_3 - 0.7, CENTRE_3 + 0.7])
+    numpy_volume = NumpyTSDF(bounds_23, VOXEL, trunc_m, config.depth_max)
+    open3d_volume = TSDFVolume(config)
+    image_hw3 = np.full((CAMERA.height, CAMERA.width, 3), 128, np.uint8)
+    for world_T_cam_44 in ring_world_T_cam_n44():
+        cam_T_world_44 = invert_pose_44(world_T_cam_44)
+        depth_hw = sphere_depth_hw(cam_T_world_44)
+        numpy_volume.integrate(depth_hw, image_hw3, CAMERA, cam_T_world_44)
+        open3d_volume.integrate(depth_hw, image_hw3, CAMERA, cam_T_world_44)
+    vertices_n3 = np.asarray(open3d_volume.mesh().vertices)
+    assert len(vertices_n3) > 1000
+    # Open3D's surface lies on the sphere within half a voxel ...
+    sphere_distance_n = np.abs(np.linalg.norm(vertices_n3 - CENTRE_3, axis=1) - RADIUS)
+    assert np.percentile(sphere_distance_n, 99) < 0.5 * VOXEL
+    # ... and the NumPy TSDF puts its zero crossing there too: within a voxel where it saw the
+    # surface (projective distances differ most at grazing silhouettes, within two voxels).
+    numpy_distance_n = np.abs(numpy_volume.tsdf_at_n(vertices_n3)) * trunc_m
+    observed_n = np.isfinite(numpy_distance_n)
+    assert observed_n.mean() > 0.95
+    assert np.percentile(numpy_distance_n[observed_n], 99) < VOXEL
+    assert np.max(numpy_distance_n[observed_n]) < 2 * VOXEL
+    assert np.median(numpy_distance_n[observed_n]) < 0.25 * VOXEL
+    # Colour is the running average of a constant image.
+    seen_xyz = numpy_volume.weight_xyz > 0
+    np.testing.assert_allclose(numpy_volume.colour_xyz3[seen_xyz], 128.0, atol=1e-3)
+
+
+def test_frustum_bounds_of_one_camera_are_its_pyramid() -> None:
+    world_T_cam_44 = make_pose_44(np.eye(3), np.array([1.0, 2.0, 3.0]))
+    bounds_23 = frustum_bounds_23(CAMERA, world_T_cam_44[None], np.array([2.0]))
+    expected_min_3 = np.array([1.0 - 39.5 / 80 * 2, 2.0 - 29.5 / 80 * 2, 3.0])
+    expected_max_3 = np.array([1.0 + 40.5 / 80 * 2, 2.0 + 30.5 / 80 * 2, 5.0])
+    np.testing.assert_allclose(bounds_23, np.stack([expected_min_3, expected_max_3]), atol=1e-9)
+
+
+def test_colmap_cam_from_world_becomes_our_world_T_cam() -> None:
+    R_33 = quaternion_to_matrix_33(np.array([0.1, -0.3, 0.2, 0.9]) / np.linalg.norm([0.1, -0.3, 0.2, 0.9]))
+    world_T_cam_44 = make_pose_44(R_33, np.array([0.5, -1.0, 2.0]))
+    cam_from_world_34 = invert_pose_44(world_T_cam_44)[:3, :]
+    converted_44 = world_T_cam_from_cam_from_world_44(cam_from_world_34)
+    np.testing.assert_allclose(converted_44, world_T_cam_44, atol=1e-12)
+    # The camera centre is where cam_from_world sends to the origin of the camera.
+    np.testing.assert_allclose(cam_from_world_34 @ np.append(converted_44[:3, 3], 1.0), 0.0, atol=1e-12)
+    assert index_from_name(image_name(396)) == 396
+
+
+def test_colmap_conversion_matches_pycolmap_projection_centre() -> None:
+    pycolmap = pytest.importorskip("pycolmap", reason="pycolmap is the optional 'bench' dependency")
+    cam_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(np.array([0.2, 0.1, -0.3, 0.92]) / np.linalg.norm([0.2, 0.1, -0.3, 0.92])), np.array([0.3, -0.2, 1.5]))
+    world_T_cam_44 = world_T_cam_from_cam_from_world_44(cam_from_world.matrix())
+    np.testing.assert_allclose(world_T_cam_44[:3, 3], cam_from_world.inverse().translation, atol=1e-9)
+    np.testing.assert_allclose(world_T_cam_44[:3, :3], cam_from_world.inverse().rotation.matrix(), atol=1e-9)
+
+
+def sample_table() -> Table:
+    table = Table("Speed", ["python -m mvs.run --poses track"], ["what", "frames/s"], "lr", notes="Two rows.")
+    table.add_row("ours", "142")
+    table.add_row("peer", "3")
+    return table
+
+
+def test_table_markdown_has_commands_notes_and_aligned_columns() -> None:
+    assert sample_table().markdown().splitlines() == [
+        "### Speed", "", "```", "python -m mvs.run --poses track", "```", "", "Two rows.", "",
+        "| what | frames/s |", "| --- | ---: |", "| ours | 142 |", "| peer | 3 |",
+    ]
+    with pytest.raises(ValueError, match="expected 2 cells"):
+        sample_table().add_row("only one")
+    with pytest.raises(ValueError, match="one of l/r per column"):
+        Table("Bad", [], ["a", "b"], "l")
+
+
+def suite_result(suite: str, value: str) -> SuiteResult:
+    table = sample_table()
+    table.rows[0][1] = value
+    return SuiteResult(suite, f"{suite} title", f"python -m mvs.bench {suite}", "test machine",
+                       "2026-01-01 00:00 UTC", 90.0, (0.1, 0.2), [table], {"value": value})
+
+
+def test_suites_replace_their_own_sections_in_suite_order(tmp_path: Path) -> None:
+    markdown, results = tmp_path / "BENCHMARKS.md", tmp_path / "benchmarks.json"
+    order = ["depth", "track", "fusion"]
+    for suite, value in [("fusion", "1"), ("depth", "2"), ("fusion", "3")]:
+        update_markdown(markdown, suite_result(suite, value), order)
+        update_json(results, suite_result(suite, value))
+    text = markdown.read_text()
+    assert text.startswith("# Benchmarks")
+    assert text.count("<!-- mvs.bench:fusion -->") == 1
+    assert text.index("## depth title") < text.index("## fusion title")
+    assert "| ours | 3 |" in text and "| ours | 1 |" not in text
+    assert "1.5 min; 1-minute load average 0.1 at the start and 0.2 at the end." in text
+    stored = json.loads(results.read_text())
+    assert stored["fusion"]["data"] == {"value": "3"} and stored["depth"]["data"] == {"value": "2"}
+    # Text outside the sections is kept; a new suite goes before a later one.
+    edited = text.replace("# Benchmarks", "# Benchmarks\n\nKept note.")
+    updated = replace_section(edited, "track", "<!-- mvs.bench:track -->T<!-- /mvs.bench:track -->", order)
+    assert "Kept note." in updated
+    assert updated.index("## depth title") < updated.index("-->T<!--") < updated.index("## fusion title")
+
+
+def test_child_run_reports_its_peak_memory_and_names_the_log_when_it_fails(tmp_path: Path) -> None:
+    run = run_module("timeit", ["-n", "1", "-r", "1", "b'x' * (300 * 2**20)"], tmp_path / "ok.log")
+    assert 300 <= run.peak_rss_mb < 700
+    assert "loop" in run.log.read_text()
+    with pytest.raises(RuntimeError, match="failed.*fail.log"):
+        run_module("timeit", ["-n", "1", "-r", "1", "raise SystemExit(3)"], tmp_path / "fail.log")
+
+
+def test_last_progress_reads_the_last_redrawn_line(tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    log.write_text("config\nfusion:  10%|#  | 1/10\rfusion:  50%|#####  | 5/10\r\n\n")
+    assert last_progress(log) == "fusion:  50%|#####  | 5/10"
+
+
+def test_looped_room_links_frame_i_to_frame_i_mod_n(tmp_path: Path) -> None:
+    room_dir = tmp_path / "room"
+    for sub, suffix in (("color", "jpg"), ("depth", "png"), ("pose", "txt")):
+        (room_dir / sub).mkdir(parents=True)
+        for index in range(3):
+            (room_dir / sub / f"{index}.{suffix}").write_text(f"{sub} {index}")
+    (room_dir / "intrinsic").mkdir()
+    (room_dir / "mesh.ply").write_text("mesh")
+    looped = link_looped_room(room_dir, tmp_path / "looped", 7)
+    assert sorted(int(p.stem) for p in (looped / "pose").glob("*.txt")) == list(range(7))
+    assert (looped / "color" / "5.jpg").read_text() == "color 2"
+    assert (looped / "depth" / "6.png").read_text() == "depth 0"
+    assert (looped / "mesh.ply").read_text() == "mesh" and (looped / "intrinsic").is_dir()
+    assert link_looped_room(room_dir, looped, 7) == looped
+    with pytest.raises(ValueError, match="found none"):
+        link_looped_room(tmp_path / "looped" / "intrinsic", tmp_path / "other", 7)
