@@ -66,14 +66,30 @@ def row_source_grid(
 
 
 @numba.njit(cache=True)
-def bilinear_axis(g: float, size: int) -> tuple[int, int, np.float32]:
-    """grid_sample's border-padded sampling of float32(g) along an axis of `size` pixels:
-    the two neighbours (the second clamped into the image, where its weight is 0) and the
-    weight of the second, float32."""
-    pixel = (np.float32(g) + np.float32(1.0)) / np.float32(2.0) * np.float32(size - 1)
-    pixel = min(max(pixel, np.float32(0.0)), np.float32(size - 1))
-    low = int(math.floor(pixel))
-    return low, min(low + 1, size - 1), pixel - np.float32(low)
+def row_bilinear_axis(g_w: np.ndarray, size: int, low_w: np.ndarray, high_w: np.ndarray, weight_w: np.ndarray) -> None:
+    """grid_sample's border-padded sampling of float32(g_w) along an axis of `size` pixels:
+    the two neighbours of each sample (the second clamped into the image, where its weight
+    is 0) and the weight of the second, float32."""
+    last = np.float32(size - 1)
+    for u in range(g_w.shape[0]):
+        pixel = (np.float32(g_w[u]) + np.float32(1.0)) / np.float32(2.0) * last
+        pixel = min(max(pixel, np.float32(0.0)), last)
+        low = np.int32(pixel)  # truncation is floor for pixel >= 0
+        low_w[u], high_w[u] = low, min(low + 1, size - 1)
+        weight_w[u] = pixel - np.float32(low)
+
+
+@numba.njit(cache=True)
+def row_samples(
+    H_33: np.ndarray, v: int, src_height: int, src_width: int, scratch_w: np.ndarray, corners_4w: np.ndarray,
+    weights_2w: np.ndarray, valid_w: np.ndarray
+) -> None:
+    """Where the reference pixels (u, v), u = 0..W-1, sample a source under H_33: corner
+    indices x0, x1, y0, y1 (corners_4w, int32), weights wx, wy of x1 and y1 (weights_2w,
+    float32) and whether each sample is in view (valid_w); scratch_w is (2, W) float64."""
+    row_source_grid(H_33, v, src_height, src_width, scratch_w[0], scratch_w[1], valid_w)
+    row_bilinear_axis(scratch_w[0], src_width, corners_4w[0], corners_4w[1], weights_2w[0])
+    row_bilinear_axis(scratch_w[1], src_height, corners_4w[2], corners_4w[3], weights_2w[1])
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
@@ -98,18 +114,18 @@ def feature_cost_kernel(
     src_height, src_width = src_bnhwc.shape[2:4]
     for job in numba.prange(b_size * d_size * height):
         b, d, v = job // (d_size * height), (job // height) % d_size, job % height
-        gx_w, gy_w = np.empty(width), np.empty(width)
-        valid_w = np.empty(width, dtype=np.bool_)
+        scratch_2w, corners_4w = np.empty((2, width)), np.empty((4, width), dtype=np.int32)
+        weights_2w, valid_w = np.empty((2, width), dtype=np.float32), np.empty(width, dtype=np.bool_)
         summed_w = np.zeros(width, dtype=np.float32)
         count_w = np.zeros(width, dtype=np.int64)
         for n in range(n_size):
-            row_source_grid(H_bnd33[b, n, d], v, src_height, src_width, gx_w, gy_w, valid_w)
+            row_samples(H_bnd33[b, n, d], v, src_height, src_width, scratch_2w, corners_4w, weights_2w, valid_w)
             src_hwc = src_bnhwc[b, n]
             for u in range(width):
                 if not valid_w[u]:
                     continue
-                x0, x1, wx = bilinear_axis(gx_w[u], src_width)
-                y0, y1, wy = bilinear_axis(gy_w[u], src_height)
+                x0, x1, y0, y1 = corners_4w[0, u], corners_4w[1, u], corners_4w[2, u], corners_4w[3, u]
+                wx, wy = weights_2w[0, u], weights_2w[1, u]
                 ref_c = ref_bhwc[b, v, u]
                 f00_c, f01_c, f10_c, f11_c = src_hwc[y0, x0], src_hwc[y0, x1], src_hwc[y1, x0], src_hwc[y1, x1]
                 dot00, dot01, dot10, dot11 = np.float32(0.0), np.float32(0.0), np.float32(0.0), np.float32(0.0)
@@ -127,24 +143,24 @@ def feature_cost_kernel(
 
 
 @numba.njit(cache=True)
-def box_mean_hw(x_hw: np.ndarray, radius: int, rows_hw: np.ndarray, out_hw: np.ndarray) -> None:
-    """Mean of x_hw over the (2 radius + 1)^2 box of each pixel, over the pixels inside the
-    image (float64; rows_hw is scratch of the same shape)."""
-    height, width = x_hw.shape
-    for v in range(height):
+def row_box_means(x_qhw: np.ndarray, v: int, radius: int, columns_qw: np.ndarray, prefix_qw: np.ndarray,
+                  means_qw: np.ndarray) -> None:
+    """Means of the images x_qhw (Q, H, W) over the (2 radius + 1)^2 box of each pixel of
+    row v, over the pixels inside the image, in float64 (columns_qw (Q, W) and prefix_qw
+    (Q, W + 1) are scratch): column sums, then window differences of their running sums."""
+    height, width = x_qhw.shape[1:]
+    v_lo, v_hi = max(v - radius, 0), min(v + radius, height - 1)
+    for q in range(x_qhw.shape[0]):
+        columns_qw[q] = 0.0
+        for k in range(v_lo, v_hi + 1):
+            for u in range(width):
+                columns_qw[q, u] += x_qhw[q, k, u]
+        prefix_qw[q, 0] = 0.0
         for u in range(width):
-            total = 0.0
-            for k in range(max(u - radius, 0), min(u + radius, width - 1) + 1):
-                total += x_hw[v, k]
-            rows_hw[v, u] = total
-    for v in range(height):
-        v_lo, v_hi = max(v - radius, 0), min(v + radius, height - 1)
+            prefix_qw[q, u + 1] = prefix_qw[q, u] + columns_qw[q, u]
         for u in range(width):
-            total = 0.0
-            for k in range(v_lo, v_hi + 1):
-                total += rows_hw[k, u]
-            inside = (v_hi - v_lo + 1) * (min(u + radius, width - 1) - max(u - radius, 0) + 1)
-            out_hw[v, u] = total / inside
+            u_lo, u_hi = max(u - radius, 0), min(u + radius, width - 1)
+            means_qw[q, u] = (prefix_qw[q, u_hi + 1] - prefix_qw[q, u_lo]) / ((v_hi - v_lo + 1) * (u_hi - u_lo + 1))
 
 
 @numba.njit(parallel=True, cache=True)
@@ -167,6 +183,7 @@ def zncc_cost_kernel(
     ref_bhw (B, H, W) grey levels with their box means and variances mean_ref_bhw and
     var_ref_bhw; src_bnhw (B, N, Hs, Ws); all float32. Every pixel of a warped source, in
     view or not, enters the patches around it (border-padded), as in the reference path.
+    Samples and their products are float32 as there, box sums float64.
     H_bnd33 (B, N, D, 3, 3) float64; outputs (B, D, H, W) float32, written in place.
     """
     b_size, n_size, d_size = H_bnd33.shape[:3]
@@ -175,35 +192,33 @@ def zncc_cost_kernel(
     radius = window // 2
     for job in numba.prange(b_size * d_size):
         b, d = job // d_size, job % d_size
-        gx_w, gy_w = np.empty(width), np.empty(width)
-        valid_hw = np.empty((height, width), dtype=np.bool_)
-        warped_hw, squared_hw, product_hw = np.empty((height, width)), np.empty((height, width)), np.empty((height, width))
-        mean_hw, mean_squared_hw, mean_product_hw = np.empty((height, width)), np.empty((height, width)), np.empty((height, width))
-        rows_hw = np.empty((height, width))
+        scratch_2w, corners_4w = np.empty((2, width)), np.empty((4, width), dtype=np.int32)
+        weights_2w, valid_hw = np.empty((2, width), dtype=np.float32), np.empty((height, width), dtype=np.bool_)
+        # The warped source, its square and its product with the reference.
+        moments_3hw = np.empty((3, height, width))
+        columns_3w, prefix_3w, means_3w = np.empty((3, width)), np.empty((3, width + 1)), np.empty((3, width))
         summed_hw = np.zeros((height, width), dtype=np.float32)
         count_hw = np.zeros((height, width), dtype=np.int64)
         for n in range(n_size):
             src_hw = src_bnhw[b, n]
             for v in range(height):
-                row_source_grid(H_bnd33[b, n, d], v, src_height, src_width, gx_w, gy_w, valid_hw[v])
+                row_samples(H_bnd33[b, n, d], v, src_height, src_width, scratch_2w, corners_4w, weights_2w, valid_hw[v])
                 for u in range(width):
-                    x0, x1, wx = bilinear_axis(gx_w[u], src_width)
-                    y0, y1, wy = bilinear_axis(gy_w[u], src_height)
+                    x0, x1, y0, y1 = corners_4w[0, u], corners_4w[1, u], corners_4w[2, u], corners_4w[3, u]
+                    wx, wy = weights_2w[0, u], weights_2w[1, u]
                     sample = ((1 - wx) * (1 - wy) * src_hw[y0, x0] + wx * (1 - wy) * src_hw[y0, x1]
                               + (1 - wx) * wy * src_hw[y1, x0] + wx * wy * src_hw[y1, x1])
-                    warped_hw[v, u] = sample
-                    squared_hw[v, u] = sample * sample
-                    product_hw[v, u] = sample * ref_bhw[b, v, u]
-            box_mean_hw(warped_hw, radius, rows_hw, mean_hw)
-            box_mean_hw(squared_hw, radius, rows_hw, mean_squared_hw)
-            box_mean_hw(product_hw, radius, rows_hw, mean_product_hw)
+                    moments_3hw[0, v, u] = sample
+                    moments_3hw[1, v, u] = sample * sample
+                    moments_3hw[2, v, u] = sample * ref_bhw[b, v, u]
             for v in range(height):
+                row_box_means(moments_3hw, v, radius, columns_3w, prefix_3w, means_3w)
                 for u in range(width):
                     if not valid_hw[v, u]:
                         continue
-                    mean = mean_hw[v, u]
-                    variance = max(mean_squared_hw[v, u] - mean * mean, 0.0)
-                    covariance = mean_product_hw[v, u] - mean * mean_ref_bhw[b, v, u]
+                    mean = means_3w[0, u]
+                    variance = max(means_3w[1, u] - mean * mean, 0.0)
+                    covariance = means_3w[2, u] - mean * mean_ref_bhw[b, v, u]
                     zncc = covariance / math.sqrt((var_ref_bhw[b, v, u] + variance_floor) * (variance + variance_floor))
                     summed_hw[v, u] += np.float32(1.0 - zncc)
                     count_hw[v, u] += 1
