@@ -141,27 +141,25 @@ def sample_grid_bndhw2(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """grid_sample grids (B, N, D, H, W, 2) float32 and in-view masks (B, N, D, H, W) of the
     float64 homographies H_bnd33, by the exact arithmetic `mvs.sweep_kernels` repeats."""
-    v_hw, u_hw = torch.meshgrid(
-        torch.arange(height, dtype=H_bnd33.dtype, device=H_bnd33.device),
-        torch.arange(width, dtype=H_bnd33.dtype, device=H_bnd33.device),
-        indexing="ij",
-    )
-    u_p, v_p = u_hw.reshape(-1), v_hw.reshape(-1)
-    H_bnd331 = H_bnd33[..., None]
-    x_bndp, y_bndp, z_bndp = ((H_bnd331[..., i, 0, :] * u_p + H_bnd331[..., i, 1, :] * v_p) + H_bnd331[..., i, 2, :]
-                              for i in range(3))
-    z_clamped_bndp = z_bndp.clamp(min=BEHIND_EPS)
-    scale_x, scale_y = pixel_to_grid_scale(src_width), pixel_to_grid_scale(src_height)
-    gx_bndp = (x_bndp / z_clamped_bndp * scale_x - 1.0).clamp(-2.0, 2.0)
-    gy_bndp = (y_bndp / z_clamped_bndp * scale_y - 1.0).clamp(-2.0, 2.0)
-    valid_bndp = (
-        (z_bndp > BEHIND_EPS)
-        & (gx_bndp.abs() <= 1.0 + IN_VIEW_TOLERANCE_PX * scale_x)
-        & (gy_bndp.abs() <= 1.0 + IN_VIEW_TOLERANCE_PX * scale_y)
-    )
-    shape = (*H_bnd33.shape[:3], height, width)
-    grid_bndhw2 = torch.stack([gx_bndp, gy_bndp], dim=-1).to(torch.float32).reshape(*shape, 2)
-    return grid_bndhw2, valid_bndp.reshape(shape)
+    options = {"dtype": H_bnd33.dtype, "device": H_bnd33.device}
+    u_1w, v_h1 = torch.arange(width, **options)[None], torch.arange(height, **options)[:, None]
+    H_bnd3311 = H_bnd33[..., None, None]
+
+    def row(i: int) -> torch.Tensor:
+        """(H_i0 u + H_i1 v) + H_i2 for every pixel: (B, N, D, H, W)."""
+        row_bndhw = H_bnd3311[..., i, 0, :, :] * u_1w + H_bnd3311[..., i, 1, :, :] * v_h1
+        return row_bndhw.add_(H_bnd3311[..., i, 2, :, :])
+
+    z_bndhw = row(2)
+    valid_bndhw = z_bndhw > BEHIND_EPS
+    z_bndhw.clamp_(min=BEHIND_EPS)
+    grid_bndhw2 = torch.empty(*z_bndhw.shape, 2, dtype=torch.float32, device=H_bnd33.device)
+    for axis, size in enumerate((src_width, src_height)):
+        scale = pixel_to_grid_scale(size)
+        g_bndhw = row(axis).div_(z_bndhw).mul_(scale).sub_(1.0).clamp_(-2.0, 2.0)
+        grid_bndhw2[..., axis] = g_bndhw
+        valid_bndhw &= g_bndhw.abs_() <= 1.0 + IN_VIEW_TOLERANCE_PX * scale
+    return grid_bndhw2, valid_bndhw
 
 
 def same_camera_sweep(
