@@ -212,16 +212,32 @@ def _average_over_sources(cost_bndhw: torch.Tensor, sweep: PlaneSweep) -> CostVo
     return CostVolume(cost_bdhw=cost_bdhw, valid_count_bdhw=count_bdhw, depth_d=sweep.depth_d)
 
 
+def check_volume_inputs(ref_bchw: torch.Tensor, src_bnchw: torch.Tensor, sweep: PlaneSweep, channels: int) -> None:
+    """Raise ValueError unless the reference (B, C, H, W) and sources (B, N, C, Hs, Ws) fit
+    `sweep` and have `channels` channels (0: any number, the same for both)."""
+    b, n = sweep.H_bnd33.shape[:2]
+    c = channels or ref_bchw.shape[1]
+    expected_ref, expected_src = (b, c, sweep.height, sweep.width), (b, n, c, sweep.src_height, sweep.src_width)
+    if tuple(ref_bchw.shape) != expected_ref or tuple(src_bnchw.shape) != expected_src:
+        raise ValueError(
+            f"cost volume: expected a reference of shape {expected_ref} and sources of shape {expected_src} "
+            f"for this sweep, got {tuple(ref_bchw.shape)} and {tuple(src_bnchw.shape)}"
+        )
+
+
 def fused_kernels_apply(*tensors: torch.Tensor) -> bool:
     """Whether the fused CPU kernels of `mvs.sweep_kernels` compute a volume of `tensors`:
     float32 on the CPU, with no gradient to propagate (the reference path, grid_sample,
-    runs everywhere else: GPUs, training, other dtypes). The kernels then use as many
-    threads as torch."""
+    runs everywhere else: GPUs, training, other dtypes)."""
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    if needs_grad or not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
-        return False
+    return not needs_grad and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+
+
+def share_torch_threads() -> None:
+    """Run the fused kernels on as many threads as torch, with OpenMP (thread-safe; numba's
+    TBB layer would warn about the old TBB found beside torch)."""
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
     numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    return True
 
 
 def feature_cost_volume(ref_feat_bchw: torch.Tensor, src_feat_bnchw: torch.Tensor, sweep: PlaneSweep) -> CostVolume:
@@ -230,12 +246,14 @@ def feature_cost_volume(ref_feat_bchw: torch.Tensor, src_feat_bnchw: torch.Tenso
     ref_feat_bchw (B, C, H, W) and src_feat_bnchw (B, N, C, Hs, Ws) at the resolutions
     `sweep` was made for.
     """
+    check_volume_inputs(ref_feat_bchw, src_feat_bnchw, sweep, channels=0)
     ref_unit_bchw, src_unit_bnchw = F.normalize(ref_feat_bchw, dim=1), F.normalize(src_feat_bnchw, dim=2)
     if not fused_kernels_apply(ref_unit_bchw, src_unit_bnchw):
         return feature_cost_volume_reference(ref_unit_bchw, src_unit_bnchw, sweep)
     b, d = ref_feat_bchw.shape[0], len(sweep.depth_d)
     cost_bdhw = torch.empty(b, d, sweep.height, sweep.width)
     count_bdhw = torch.empty_like(cost_bdhw)
+    share_torch_threads()
     feature_cost_kernel(
         ref_unit_bchw.permute(0, 2, 3, 1).contiguous().numpy(),
         src_unit_bnchw.permute(0, 1, 3, 4, 2).contiguous().numpy(),
@@ -268,6 +286,7 @@ def zncc_cost_volume(
     """
     if window < 1 or window % 2 == 0:
         raise ValueError(f"ZNCC window: expected an odd size >= 1, got {window}")
+    check_volume_inputs(ref_grey_b1hw, src_grey_bn1hw, sweep, channels=1)
     mean_ref_b1hw = box_filter_bchw(ref_grey_b1hw, window)
     var_ref_b1hw = (box_filter_bchw(ref_grey_b1hw * ref_grey_b1hw, window) - mean_ref_b1hw**2).clamp(min=0.0)
     if not fused_kernels_apply(ref_grey_b1hw, src_grey_bn1hw):
@@ -277,6 +296,7 @@ def zncc_cost_volume(
     b, d = ref_grey_b1hw.shape[0], len(sweep.depth_d)
     cost_bdhw = torch.empty(b, d, sweep.height, sweep.width)
     count_bdhw = torch.empty_like(cost_bdhw)
+    share_torch_threads()
     zncc_cost_kernel(
         *(x_b1hw[:, 0].contiguous().numpy() for x_b1hw in (ref_grey_b1hw, mean_ref_b1hw, var_ref_b1hw)),
         src_grey_bn1hw[:, :, 0].contiguous().numpy(),

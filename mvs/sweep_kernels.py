@@ -31,9 +31,6 @@ BEHIND_EPS = 1e-6
 IN_VIEW_TOLERANCE_PX = 1e-3
 """How far (pixels) past the outermost pixel centres a sample still counts as in view."""
 
-# OpenMP first: thread-safe, and numba's TBB layer would warn about the TBB version here.
-numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
-
 
 @numba.njit(cache=True)
 def pixel_to_grid_scale(size: int) -> float:

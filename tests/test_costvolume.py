@@ -289,3 +289,11 @@ def test_gradients_flow_through_the_reference_path() -> None:
     with torch.no_grad():
         inferred = feature_cost_volume(ref_bchw, src_bnchw, sweep)
     assert (trained.cost_bdhw - inferred.cost_bdhw).abs().max() <= 1e-5
+
+
+def test_inputs_that_do_not_fit_the_sweep_are_refused() -> None:
+    sweep = random_sweep(seed=1, batch=1, sources=2, height=12, width=16, src_height=12, src_width=16, planes=4)
+    with pytest.raises(ValueError, match=r"sources of shape \(1, 2, 8, 12, 16\).*got \(1, 8, 12, 16\) and \(1, 2, 4, 12, 16\)"):
+        feature_cost_volume(torch.rand(1, 8, 12, 16), torch.rand(1, 2, 4, 12, 16), sweep)
+    with pytest.raises(ValueError, match=r"reference of shape \(1, 1, 12, 16\)"):
+        zncc_cost_volume(torch.rand(1, 3, 12, 16), torch.rand(1, 2, 3, 12, 16), sweep)
