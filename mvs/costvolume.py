@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-import numba
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +25,7 @@ from mvs.sweep_kernels import (
     IN_VIEW_TOLERANCE_PX,
     feature_cost_kernel,
     pixel_to_grid_scale,
+    use_threads,
     zncc_cost_kernel,
 )
 
@@ -233,11 +234,9 @@ def fused_kernels_apply(*tensors: torch.Tensor) -> bool:
     return not needs_grad and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
 
 
-def share_torch_threads() -> None:
-    """Run the fused kernels on as many threads as torch, with OpenMP (thread-safe; numba's
-    TBB layer would warn about the old TBB found beside torch)."""
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+def kernel_array(x: torch.Tensor) -> np.ndarray:
+    """A contiguous numpy view (or copy) of a CPU tensor, for the fused kernels."""
+    return x.detach().contiguous().numpy()
 
 
 def feature_cost_volume(ref_feat_bchw: torch.Tensor, src_feat_bnchw: torch.Tensor, sweep: PlaneSweep) -> CostVolume:
@@ -253,11 +252,11 @@ def feature_cost_volume(ref_feat_bchw: torch.Tensor, src_feat_bnchw: torch.Tenso
     b, d = ref_feat_bchw.shape[0], len(sweep.depth_d)
     cost_bdhw = torch.empty(b, d, sweep.height, sweep.width)
     count_bdhw = torch.empty_like(cost_bdhw)
-    share_torch_threads()
+    use_threads(torch.get_num_threads())
     feature_cost_kernel(
-        ref_unit_bchw.permute(0, 2, 3, 1).contiguous().numpy(),
-        src_unit_bnchw.permute(0, 1, 3, 4, 2).contiguous().numpy(),
-        sweep.H_bnd33.cpu().numpy(),
+        kernel_array(ref_unit_bchw.permute(0, 2, 3, 1)),
+        kernel_array(src_unit_bnchw.permute(0, 1, 3, 4, 2)),
+        kernel_array(sweep.H_bnd33),
         NEUTRAL_COST,
         cost_bdhw.numpy(),
         count_bdhw.numpy(),
@@ -296,11 +295,11 @@ def zncc_cost_volume(
     b, d = ref_grey_b1hw.shape[0], len(sweep.depth_d)
     cost_bdhw = torch.empty(b, d, sweep.height, sweep.width)
     count_bdhw = torch.empty_like(cost_bdhw)
-    share_torch_threads()
+    use_threads(torch.get_num_threads())
     zncc_cost_kernel(
-        *(x_b1hw[:, 0].contiguous().numpy() for x_b1hw in (ref_grey_b1hw, mean_ref_b1hw, var_ref_b1hw)),
-        src_grey_bn1hw[:, :, 0].contiguous().numpy(),
-        sweep.H_bnd33.cpu().numpy(),
+        *(kernel_array(x_b1hw[:, 0]) for x_b1hw in (ref_grey_b1hw, mean_ref_b1hw, var_ref_b1hw)),
+        kernel_array(src_grey_bn1hw[:, :, 0]),
+        kernel_array(sweep.H_bnd33),
         window,
         variance_floor,
         NEUTRAL_COST,

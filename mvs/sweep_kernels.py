@@ -32,6 +32,13 @@ IN_VIEW_TOLERANCE_PX = 1e-3
 """How far (pixels) past the outermost pixel centres a sample still counts as in view."""
 
 
+def use_threads(count: int) -> None:
+    """Run the kernels on `count` threads (at most as many as numba started), with OpenMP
+    (thread-safe; numba's TBB layer would warn about the old TBB found beside torch)."""
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
+
+
 @numba.njit(cache=True)
 def pixel_to_grid_scale(size: int) -> float:
     """Factor from pixels to grid_sample's normalised coordinates along an axis of `size`."""
