@@ -252,11 +252,11 @@ def test_fused_zncc_cost_matches_grid_sample(window: int) -> None:
     reference computed in float64, and no further from it than the reference computed in
     float32 (whose box filters round E[x^2] before E[x^2] - E[x]^2 is divided by variances
     down to `variance_floor`: ~1e-4 here), so within 1e-4 of that."""
-    sweep = random_sweep(seed=window, batch=2, sources=3, height=30, width=40, src_height=36, src_width=44, planes=24)
+    sweep = random_sweep(seed=window, batch=1, sources=3, height=24, width=32, src_height=28, src_width=36, planes=16)
     assert_mixed_visibility(sweep)
     generator = torch.Generator().manual_seed(window)
-    ref_b1hw = torch.rand(2, 1, 30, 40, generator=generator)
-    src_bn1hw = torch.rand(2, 3, 1, 36, 44, generator=generator)
+    ref_b1hw = torch.rand(1, 1, 24, 32, generator=generator)
+    src_bn1hw = torch.rand(1, 3, 1, 28, 36, generator=generator)
     mean_ref_b1hw = box_filter_bchw(ref_b1hw, window)
     var_ref_b1hw = (box_filter_bchw(ref_b1hw**2, window) - mean_ref_b1hw**2).clamp(min=0.0)
     with torch.no_grad():
