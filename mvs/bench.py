@@ -17,27 +17,17 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from fusion.tsdf import TSDFVolume
+from mvs.bench_costvolume import bench_costvolume
 from mvs.bench_inputs import bench_inputs
 from mvs.config import DepthConfig, FusionConfig
-from mvs.costvolume import (
-    CostVolume,
-    PlaneSweep,
-    box_filter_bchw,
-    feature_cost_volume,
-    feature_cost_volume_reference,
-    inverse_depth_hypotheses_d,
-    same_camera_sweep,
-    zncc_cost_volume,
-    zncc_cost_volume_reference,
-)
+from mvs.costvolume import inverse_depth_hypotheses_d, same_camera_sweep, zncc_cost_volume
 from mvs.depth import ClassicDepthEstimator, LearnedDepthEstimator, grey_b1hw, prepare_inputs
 from mvs.geometry import invert_pose_44
 from mvs.regressors import classic_regress
@@ -107,111 +97,6 @@ def bench_depth(sequence: Sequence, repeats: int) -> str:
     return "\n".join(table)
 
 
-@dataclass
-class CostVolumeCase:
-    """One cost volume to time: `window` None is the feature cost over `channels` random
-    feature channels, else the ZNCC cost of grey images with that window."""
-
-    name: str
-    width: int
-    height: int
-    channels: int = 1
-    window: int | None = None
-
-    def gflop(self, planes: int, sources: int) -> float:
-        """Nominal work in GFLOP, per hypothesis, pixel and source: bilinear sampling
-        (4 multiplies, 3 adds per channel), then the dot product (2 per channel) or, for
-        ZNCC, the squared and cross products (2), separable box sums of three images
-        (3 x 2 x window adds) and the moments and correlation (9)."""
-        per_sample = 9 * self.channels if self.window is None else 7 + 2 + 6 * self.window + 9
-        return per_sample * planes * sources * self.width * self.height / 1e9
-
-
-COST_VOLUME_CASES = [
-    CostVolumeCase("feature cost, 32 channels, 320x240", 320, 240, channels=32),
-    CostVolumeCase("feature cost, 16 channels, 80x60 (learned)", 80, 60, channels=16),
-    CostVolumeCase("ZNCC 3x3, 80x60 (learned)", 80, 60, window=3),
-    CostVolumeCase("ZNCC 5x5, 160x120 (classic)", 160, 120, window=5),
-]
-
-
-def paired_median_ms(run_a: Callable[[], object], run_b: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median wall times (ms) of `run_a()` and `run_b()`, called alternately after one
-    warm-up call each, so that both see the same machine load."""
-    run_a(), run_b()
-    times_a, times_b = [], []
-    for _ in range(repeats):
-        for run, times in ((run_a, times_a), (run_b, times_b)):
-            start = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times_a), statistics.median(times_b)
-
-
-def peak_gflops(repeats: int, size: int = 2048) -> float:
-    """Measured float32 compute peak: GFLOP/s of a size x size matrix product."""
-    a_nn, b_nn = torch.randn(size, size), torch.randn(size, size)
-    return 2 * size**3 / 1e9 / (median_ms(lambda: a_nn @ b_nn, repeats) / 1000.0)
-
-
-def copy_gbps(repeats: int, megabytes: int = 256) -> float:
-    """Measured memory bandwidth: GB/s read plus written by copying `megabytes`."""
-    src_n = torch.ones(megabytes * 2**18)
-    dst_n = torch.empty_like(src_n)
-    return 2 * src_n.numel() * 4 / 1e9 / (median_ms(lambda: dst_n.copy_(src_n), repeats) / 1000.0)
-
-
-def bench_costvolume(sequence: Sequence, repeats: int) -> str:
-    """Reference (grid_sample) against fused cost volumes, 64 hypotheses, 2 sources."""
-    config = DepthConfig()
-    reference, sources = posed(sequence, 20), [posed(sequence, 10), posed(sequence, 30)]
-    depth_d = inverse_depth_hypotheses_d(config.near, config.far, config.num_hypotheses)
-    peak = peak_gflops(repeats)
-    lines = [
-        f"Measured peak: {peak:.0f} GFLOP/s (float32 2048x2048 matrix product), memory copy "
-        f"{copy_gbps(repeats):.1f} GB/s (read + write); median of {repeats} alternating runs each.",
-        "",
-        "| cost volume (64 hypotheses, 2 sources) | grid_sample ms | fused ms | speed-up | GFLOP | fused GFLOP/s "
-        "| share of peak |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    generator = torch.Generator().manual_seed(0)
-    for case in COST_VOLUME_CASES:
-        inputs = prepare_inputs(reference, sources, sequence.camera, case.width, case.height, torch.device("cpu"))
-
-        def sweep() -> PlaneSweep:
-            return same_camera_sweep(inputs.K_b33, inputs.src_T_ref_bn44, depth_d, case.height, case.width)
-
-        if case.window is None:
-            ref_bchw = torch.randn(1, case.channels, case.height, case.width, generator=generator)
-            src_bnchw = torch.randn(1, len(sources), case.channels, case.height, case.width, generator=generator)
-
-            def naive() -> CostVolume:
-                ref_unit_bchw, src_unit_bnchw = F.normalize(ref_bchw, dim=1), F.normalize(src_bnchw, dim=2)
-                return feature_cost_volume_reference(ref_unit_bchw, src_unit_bnchw, sweep())
-
-            def fused() -> CostVolume:
-                return feature_cost_volume(ref_bchw, src_bnchw, sweep())
-        else:
-            ref_b1hw, src_bn1hw, window = grey_b1hw(inputs.ref_image_b3hw), grey_b1hw(inputs.src_images_bn3hw), case.window
-
-            def naive() -> CostVolume:
-                mean_b1hw = box_filter_bchw(ref_b1hw, window)
-                var_b1hw = (box_filter_bchw(ref_b1hw**2, window) - mean_b1hw**2).clamp(min=0.0)
-                return zncc_cost_volume_reference(ref_b1hw, mean_b1hw, var_b1hw, src_bn1hw, sweep(), window, 1e-4)
-
-            def fused() -> CostVolume:
-                return zncc_cost_volume(ref_b1hw, src_bn1hw, sweep(), window)
-
-        with torch.no_grad():
-            naive_ms, fused_ms = paired_median_ms(naive, fused, repeats)
-        gflop = case.gflop(len(depth_d), len(sources))
-        attained = gflop / (fused_ms / 1000.0)
-        lines.append(f"| {case.name} | {naive_ms:.0f} | {fused_ms:.1f} | {naive_ms / fused_ms:.1f}x | {gflop:.2f} "
-                     f"| {attained:.1f} | {attained / peak:.1%} |")
-    return "\n".join(lines)
-
-
 def bench_fusion(sequence: Sequence, frames: int) -> str:
     """TSDF integration speed over `frames` consecutive frames (frame loading excluded)."""
     loaded = [sequence[p] for p in range(min(frames, len(sequence)))]
@@ -233,7 +118,7 @@ def bench_fusion(sequence: Sequence, frames: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mvs.bench", description=__doc__.splitlines()[0])
     parser.add_argument("suite", choices=["depth", "fusion", "inputs", "costvolume", "all"])
-    parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per depth stage")
+    parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per depth stage and cost volume")
     parser.add_argument("--frames", type=int, default=200, help="frames of the fusion and inputs suites")
     parser.add_argument("--video-frames", type=int, default=1000, help="frames of the inputs suite's video")
     args = parser.parse_args(argv)
@@ -247,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite in ("inputs", "all"):
         print(bench_inputs(sequence, args.frames, args.video_frames) + "\n")
     if args.suite in ("costvolume", "all"):
-        print(bench_costvolume(sequence, args.repeats) + "\n")
+        reference, sources = posed(sequence, 20), [posed(sequence, 10), posed(sequence, 30)]
+        print(bench_costvolume(reference, sources, sequence.camera, args.repeats) + "\n")
     return 0
 
 
