@@ -4,14 +4,30 @@ Pixels (u, v) have their centres at integer coordinates; camera frames are x rig
 z forward, in metres. `src_T_ref_44` maps reference-camera points into a source camera. A
 cost volume holds one matching cost per depth hypothesis and reference pixel, lower is
 better, averaged over the sources that see the pixel's plane point.
+
+Each volume has two implementations that agree to float rounding and flag the same samples
+as out of view: fused CPU kernels (`mvs.sweep_kernels`: warp, compare and reduce in one
+pass, nothing stored per hypothesis) for float32 inference on the CPU, and the reference
+path by `grid_sample` (differentiable, any device) for training and GPUs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from mvs.sweep_kernels import (
+    BEHIND_EPS,
+    IN_VIEW_TOLERANCE_PX,
+    feature_cost_kernel,
+    pixel_to_grid_scale,
+    use_threads,
+    zncc_cost_kernel,
+)
 
 # Cost of a pixel no source sees: the cost of uncorrelated signals (1 - correlation 0).
 NEUTRAL_COST = 1.0
@@ -66,16 +82,36 @@ def plane_homographies_bnd33(
 class PlaneSweep:
     """Where every reference pixel of every plane lands in every source image.
 
+    H_bnd33: (B, N, D, 3, 3) float64 homographies from reference to source pixels
+        (`plane_homographies_bnd33`).
+    depth_d: the plane depths in metres.
+    height, width: the reference image size; src_height, src_width: the sources' (pixels).
+
+    The sampling grids are computed on first use (`sample_grid_bndhw2`):
     grid_bndhw2: the source pixel in grid_sample's normalised coordinates (align_corners=True:
-        -1 and +1 are the centres of the first and last pixels), clamped to [-2, 2].
+        -1 and +1 are the centres of the first and last pixels), clamped to [-2, 2], float32.
     valid_bndhw: True where the plane point is in front of the source camera and lands within
         the source's pixel centres [0, W_src - 1] x [0, H_src - 1].
-    depth_d: the plane depths in metres.
     """
 
-    grid_bndhw2: torch.Tensor
-    valid_bndhw: torch.Tensor
+    H_bnd33: torch.Tensor
     depth_d: torch.Tensor
+    height: int
+    width: int
+    src_height: int
+    src_width: int
+
+    @cached_property
+    def _grid_and_valid(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return sample_grid_bndhw2(self.H_bnd33, self.height, self.width, self.src_height, self.src_width)
+
+    @property
+    def grid_bndhw2(self) -> torch.Tensor:
+        return self._grid_and_valid[0]
+
+    @property
+    def valid_bndhw(self) -> torch.Tensor:
+        return self._grid_and_valid[1]
 
 
 def plane_sweep(
@@ -88,38 +124,43 @@ def plane_sweep(
     src_height: int,
     src_width: int,
 ) -> PlaneSweep:
-    """Sampling grids of the plane homographies for a (height, width) reference image.
-
-    Only the last column of H = K_src (R + t n^T / d) K_ref^-1 depends on d (n^T K_ref^-1 is
-    (0, 0, 1) for intrinsics with last row (0, 0, 1)), so the pixel-dependent product of
-    the first two columns is computed once per source and the planes add their last column.
-    """
+    """The plane homographies (float64) of a (height, width) reference image and
+    (src_height, src_width) sources."""
     if K_ref_b33.shape[-2:] != (3, 3) or src_T_ref_bn44.dim() != 4 or src_T_ref_bn44.shape[-2:] != (4, 4):
         raise ValueError(
             f"expected K_ref (B, 3, 3) and src_T_ref (B, N, 4, 4), got {tuple(K_ref_b33.shape)} and "
             f"{tuple(src_T_ref_bn44.shape)}"
         )
-    H_bnd33 = plane_homographies_bnd33(K_ref_b33, K_src_bn33, src_T_ref_bn44, depth_d)
-    v_hw, u_hw = torch.meshgrid(
-        torch.arange(height, dtype=H_bnd33.dtype, device=H_bnd33.device),
-        torch.arange(width, dtype=H_bnd33.dtype, device=H_bnd33.device),
-        indexing="ij",
+    H_bnd33 = plane_homographies_bnd33(
+        K_ref_b33.double(), K_src_bn33.double(), src_T_ref_bn44.double(), depth_d.double()
     )
-    uv_2p = torch.stack([u_hw.reshape(-1), v_hw.reshape(-1)])
-    projected_bnd3p = (H_bnd33[:, :, :1, :, :2] @ uv_2p) + H_bnd33[:, :, :, :, 2:]
-    z_bndp = projected_bnd3p[..., 2, :]
-    in_front_bndp = z_bndp > 1e-6
-    scale_2 = torch.tensor(
-        [2.0 / max(src_width - 1, 1), 2.0 / max(src_height - 1, 1)], dtype=H_bnd33.dtype, device=H_bnd33.device
-    )
-    grid_bndp2 = (projected_bnd3p[..., :2, :] / z_bndp.clamp(min=1e-6)[..., None, :]).transpose(-1, -2)
-    grid_bndp2 = (grid_bndp2 * scale_2 - 1.0).clamp(-2.0, 2.0)
-    tolerance_2 = 1e-3 * scale_2
-    valid_bndp = in_front_bndp & (grid_bndp2.abs() <= 1.0 + tolerance_2).all(dim=-1)
-    shape = (*H_bnd33.shape[:3], height, width)
-    return PlaneSweep(
-        grid_bndhw2=grid_bndp2.reshape(*shape, 2).to(torch.float32), valid_bndhw=valid_bndp.reshape(shape), depth_d=depth_d
-    )
+    return PlaneSweep(H_bnd33, depth_d, height, width, src_height, src_width)
+
+
+def sample_grid_bndhw2(
+    H_bnd33: torch.Tensor, height: int, width: int, src_height: int, src_width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """grid_sample grids (B, N, D, H, W, 2) float32 and in-view masks (B, N, D, H, W) of the
+    float64 homographies H_bnd33, by the exact arithmetic `mvs.sweep_kernels` repeats."""
+    options = {"dtype": H_bnd33.dtype, "device": H_bnd33.device}
+    u_1w, v_h1 = torch.arange(width, **options)[None], torch.arange(height, **options)[:, None]
+    H_bnd3311 = H_bnd33[..., None, None]
+
+    def row(i: int) -> torch.Tensor:
+        """(H_i0 u + H_i1 v) + H_i2 for every pixel: (B, N, D, H, W)."""
+        row_bndhw = H_bnd3311[..., i, 0, :, :] * u_1w + H_bnd3311[..., i, 1, :, :] * v_h1
+        return row_bndhw.add_(H_bnd3311[..., i, 2, :, :])
+
+    z_bndhw = row(2)
+    valid_bndhw = z_bndhw > BEHIND_EPS
+    z_bndhw.clamp_(min=BEHIND_EPS)
+    grid_bndhw2 = torch.empty(*z_bndhw.shape, 2, dtype=torch.float32, device=H_bnd33.device)
+    for axis, size in enumerate((src_width, src_height)):
+        scale = pixel_to_grid_scale(size)
+        g_bndhw = row(axis).div_(z_bndhw).mul_(scale).sub_(1.0).clamp_(-2.0, 2.0)
+        grid_bndhw2[..., axis] = g_bndhw
+        valid_bndhw &= g_bndhw.abs_() <= 1.0 + IN_VIEW_TOLERANCE_PX * scale
+    return grid_bndhw2, valid_bndhw
 
 
 def same_camera_sweep(
@@ -172,15 +213,61 @@ def _average_over_sources(cost_bndhw: torch.Tensor, sweep: PlaneSweep) -> CostVo
     return CostVolume(cost_bdhw=cost_bdhw, valid_count_bdhw=count_bdhw, depth_d=sweep.depth_d)
 
 
+def check_volume_inputs(ref_bchw: torch.Tensor, src_bnchw: torch.Tensor, sweep: PlaneSweep, channels: int) -> None:
+    """Raise ValueError unless the reference (B, C, H, W) and sources (B, N, C, Hs, Ws) fit
+    `sweep` and have `channels` channels (0: any number, the same for both)."""
+    b, n = sweep.H_bnd33.shape[:2]
+    c = channels or ref_bchw.shape[1]
+    expected_ref, expected_src = (b, c, sweep.height, sweep.width), (b, n, c, sweep.src_height, sweep.src_width)
+    if tuple(ref_bchw.shape) != expected_ref or tuple(src_bnchw.shape) != expected_src:
+        raise ValueError(
+            f"cost volume: expected a reference of shape {expected_ref} and sources of shape {expected_src} "
+            f"for this sweep, got {tuple(ref_bchw.shape)} and {tuple(src_bnchw.shape)}"
+        )
+
+
+def fused_kernels_apply(*tensors: torch.Tensor) -> bool:
+    """Whether the fused CPU kernels of `mvs.sweep_kernels` compute a volume of `tensors`:
+    float32 on the CPU, with no gradient to propagate (the reference path, grid_sample,
+    runs everywhere else: GPUs, training, other dtypes)."""
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return not needs_grad and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+
+
+def kernel_array(x: torch.Tensor) -> np.ndarray:
+    """A contiguous numpy view (or copy) of a CPU tensor, for the fused kernels."""
+    return x.detach().contiguous().numpy()
+
+
 def feature_cost_volume(ref_feat_bchw: torch.Tensor, src_feat_bnchw: torch.Tensor, sweep: PlaneSweep) -> CostVolume:
     """Cost 1 - cosine similarity of feature vectors (each pixel's C channels L2-normalised).
 
     ref_feat_bchw (B, C, H, W) and src_feat_bnchw (B, N, C, Hs, Ws) at the resolutions
     `sweep` was made for.
     """
-    warped_bncdhw = warp_sources_bncdhw(F.normalize(src_feat_bnchw, dim=2), sweep.grid_bndhw2)
-    ref_b1c1hw = F.normalize(ref_feat_bchw, dim=1)[:, None, :, None]
-    cost_bndhw = 1.0 - (warped_bncdhw * ref_b1c1hw).sum(dim=2)
+    check_volume_inputs(ref_feat_bchw, src_feat_bnchw, sweep, channels=0)
+    ref_unit_bchw, src_unit_bnchw = F.normalize(ref_feat_bchw, dim=1), F.normalize(src_feat_bnchw, dim=2)
+    if not fused_kernels_apply(ref_unit_bchw, src_unit_bnchw):
+        return feature_cost_volume_reference(ref_unit_bchw, src_unit_bnchw, sweep)
+    b, d = ref_feat_bchw.shape[0], len(sweep.depth_d)
+    cost_bdhw = torch.empty(b, d, sweep.height, sweep.width)
+    count_bdhw = torch.empty_like(cost_bdhw)
+    use_threads(torch.get_num_threads())
+    feature_cost_kernel(
+        kernel_array(ref_unit_bchw.permute(0, 2, 3, 1)),
+        kernel_array(src_unit_bnchw.permute(0, 1, 3, 4, 2)),
+        kernel_array(sweep.H_bnd33),
+        NEUTRAL_COST,
+        cost_bdhw.numpy(),
+        count_bdhw.numpy(),
+    )
+    return CostVolume(cost_bdhw=cost_bdhw, valid_count_bdhw=count_bdhw, depth_d=sweep.depth_d)
+
+
+def feature_cost_volume_reference(ref_unit_bchw: torch.Tensor, src_unit_bnchw: torch.Tensor, sweep: PlaneSweep) -> CostVolume:
+    """`feature_cost_volume` of unit feature vectors by grid_sample (differentiable, any device)."""
+    warped_bncdhw = warp_sources_bncdhw(src_unit_bnchw, sweep.grid_bndhw2)
+    cost_bndhw = 1.0 - (warped_bncdhw * ref_unit_bchw[:, None, :, None]).sum(dim=2)
     return _average_over_sources(cost_bndhw, sweep)
 
 
@@ -198,14 +285,47 @@ def zncc_cost_volume(
     """
     if window < 1 or window % 2 == 0:
         raise ValueError(f"ZNCC window: expected an odd size >= 1, got {window}")
+    check_volume_inputs(ref_grey_b1hw, src_grey_bn1hw, sweep, channels=1)
+    mean_ref_b1hw = box_filter_bchw(ref_grey_b1hw, window)
+    var_ref_b1hw = (box_filter_bchw(ref_grey_b1hw * ref_grey_b1hw, window) - mean_ref_b1hw**2).clamp(min=0.0)
+    if not fused_kernels_apply(ref_grey_b1hw, src_grey_bn1hw):
+        return zncc_cost_volume_reference(
+            ref_grey_b1hw, mean_ref_b1hw, var_ref_b1hw, src_grey_bn1hw, sweep, window, variance_floor
+        )
+    b, d = ref_grey_b1hw.shape[0], len(sweep.depth_d)
+    cost_bdhw = torch.empty(b, d, sweep.height, sweep.width)
+    count_bdhw = torch.empty_like(cost_bdhw)
+    use_threads(torch.get_num_threads())
+    zncc_cost_kernel(
+        *(kernel_array(x_b1hw[:, 0]) for x_b1hw in (ref_grey_b1hw, mean_ref_b1hw, var_ref_b1hw)),
+        kernel_array(src_grey_bn1hw[:, :, 0]),
+        kernel_array(sweep.H_bnd33),
+        window,
+        variance_floor,
+        NEUTRAL_COST,
+        cost_bdhw.numpy(),
+        count_bdhw.numpy(),
+    )
+    return CostVolume(cost_bdhw=cost_bdhw, valid_count_bdhw=count_bdhw, depth_d=sweep.depth_d)
+
+
+def zncc_cost_volume_reference(
+    ref_grey_b1hw: torch.Tensor,
+    mean_ref_b1hw: torch.Tensor,
+    var_ref_b1hw: torch.Tensor,
+    src_grey_bn1hw: torch.Tensor,
+    sweep: PlaneSweep,
+    window: int,
+    variance_floor: float,
+) -> CostVolume:
+    """`zncc_cost_volume` by grid_sample and box filters (differentiable, any device), given
+    the reference's box means and variances."""
     b, n, d, height, width = sweep.valid_bndhw.shape
     warped_bDhw = warp_sources_bncdhw(src_grey_bn1hw, sweep.grid_bndhw2).reshape(b, n * d, height, width)
 
     def box(x_bchw: torch.Tensor) -> torch.Tensor:
         return box_filter_bchw(x_bchw, window)
 
-    mean_ref_b1hw = box(ref_grey_b1hw)
-    var_ref_b1hw = (box(ref_grey_b1hw * ref_grey_b1hw) - mean_ref_b1hw**2).clamp(min=0.0)
     mean_src_bDhw = box(warped_bDhw)
     var_src_bDhw = (box(warped_bDhw * warped_bDhw) - mean_src_bDhw**2).clamp(min=0.0)
     covariance_bDhw = box(warped_bDhw * ref_grey_b1hw) - mean_src_bDhw * mean_ref_b1hw

@@ -10,11 +10,16 @@ import torch.nn.functional as F
 from mvs.costvolume import (
     NEUTRAL_COST,
     box_filter_bchw,
+    PlaneSweep,
     feature_cost_volume,
+    feature_cost_volume_reference,
+    fused_kernels_apply,
     inverse_depth_hypotheses_d,
     plane_homographies_bnd33,
+    plane_sweep,
     same_camera_sweep,
     zncc_cost_volume,
+    zncc_cost_volume_reference,
 )
 from mvs.geometry import backproject_n3, make_pose_44, project_n2, transform_n3
 from mvs.types import Camera
@@ -183,3 +188,112 @@ def test_cuda_matches_cpu() -> None:
     )
     assert cuda.cost_bdhw.device.type == "cuda"
     assert torch.allclose(cuda.cost_bdhw.cpu(), cpu.cost_bdhw, atol=1e-4)
+
+
+def random_sweep(
+    seed: int, batch: int, sources: int, height: int, width: int, src_height: int, src_width: int, planes: int
+) -> PlaneSweep:
+    """Random intrinsics and poses (rotations up to 0.3 rad, translations up to 0.5 m) whose
+    planes land partly inside, partly outside and, for the last source, partly behind the
+    source cameras."""
+    generator = np.random.default_rng(seed)
+
+    def intrinsics_33(w: int, h: int) -> np.ndarray:
+        f = generator.uniform(0.6, 1.2) * w
+        return np.array([[f, 0, generator.uniform(0.4, 0.6) * (w - 1)], [0, f, generator.uniform(0.4, 0.6) * (h - 1)], [0, 0, 1]])
+
+    poses_bn44 = np.stack([
+        np.stack([
+            make_pose_44(rotation_33(generator.normal(size=3), generator.uniform(0.0, 0.3)), generator.uniform(-0.5, 0.5, 3))
+            for _ in range(sources)
+        ])
+        for _ in range(batch)
+    ])
+    # The last source stands 1.5 m ahead of the reference: nearer planes are behind it.
+    poses_bn44[:, -1, 2, 3] = -1.5
+    K_ref_b33 = torch.tensor(np.stack([intrinsics_33(width, height) for _ in range(batch)])).float()
+    K_src_bn33 = torch.tensor(np.stack([[intrinsics_33(src_width, src_height) for _ in range(sources)] for _ in range(batch)])).float()
+    depth_d = inverse_depth_hypotheses_d(0.3, 8.0, planes)
+    return plane_sweep(K_ref_b33, K_src_bn33, torch.tensor(poses_bn44).float(), depth_d, height, width, src_height, src_width)
+
+
+def assert_mixed_visibility(sweep: PlaneSweep) -> None:
+    """The sweep exercises what the kernels must get right: samples in view, out of view,
+    behind a source, and in view within a pixel of the image border."""
+    valid_bndhw = sweep.valid_bndhw
+    assert 0.2 < valid_bndhw.float().mean() < 0.8
+    border_bndhw = (sweep.grid_bndhw2.abs() > 1.0 - 2.0 / sweep.src_width).any(dim=-1)
+    assert (valid_bndhw & border_bndhw).sum() > 100
+    assert not valid_bndhw[:, -1, 0].any() and valid_bndhw[:, -1, -1].any()
+
+
+@pytest.mark.parametrize("channels", [32, 3])
+def test_fused_feature_cost_matches_grid_sample(channels: int) -> None:
+    """The fused CPU kernel against the grid_sample reference: costs within 1e-5 (float32
+    rounding of costs in [0, 2]) and exactly the same sources counted per sample."""
+    sweep = random_sweep(seed=channels, batch=2, sources=3, height=30, width=40, src_height=36, src_width=44, planes=24)
+    assert_mixed_visibility(sweep)
+    generator = torch.Generator().manual_seed(channels)
+    ref_bchw = torch.randn(2, channels, 30, 40, generator=generator)
+    src_bnchw = torch.randn(2, 3, channels, 36, 44, generator=generator)
+    with torch.no_grad():
+        assert fused_kernels_apply(ref_bchw, src_bnchw)
+        fused = feature_cost_volume(ref_bchw, src_bnchw, sweep)
+        reference = feature_cost_volume_reference(F.normalize(ref_bchw, dim=1), F.normalize(src_bnchw, dim=2), sweep)
+    assert torch.equal(fused.valid_count_bdhw, reference.valid_count_bdhw)
+    assert (fused.cost_bdhw - reference.cost_bdhw).abs().max() <= 1e-5
+    assert (fused.cost_bdhw[fused.valid_count_bdhw == 0] == NEUTRAL_COST).all()
+
+
+@pytest.mark.parametrize("window", [3, 5])
+def test_fused_zncc_cost_matches_grid_sample(window: int) -> None:
+    """The fused CPU kernel (float32 samples, float64 box sums) against the grid_sample
+    reference: exactly the same sources counted per sample; costs within 2e-5 of the
+    reference computed in float64, and no further from it than the reference computed in
+    float32 (whose box filters round E[x^2] before E[x^2] - E[x]^2 is divided by variances
+    down to `variance_floor`: ~1e-4 here), so within 1e-4 of that."""
+    sweep = random_sweep(seed=window, batch=1, sources=3, height=24, width=32, src_height=28, src_width=36, planes=16)
+    assert_mixed_visibility(sweep)
+    generator = torch.Generator().manual_seed(window)
+    ref_b1hw = torch.rand(1, 1, 24, 32, generator=generator)
+    src_bn1hw = torch.rand(1, 3, 1, 28, 36, generator=generator)
+    mean_ref_b1hw = box_filter_bchw(ref_b1hw, window)
+    var_ref_b1hw = (box_filter_bchw(ref_b1hw**2, window) - mean_ref_b1hw**2).clamp(min=0.0)
+    with torch.no_grad():
+        assert fused_kernels_apply(ref_b1hw, src_bn1hw)
+        fused = zncc_cost_volume(ref_b1hw, src_bn1hw, sweep, window)
+        reference32 = zncc_cost_volume_reference(
+            ref_b1hw, mean_ref_b1hw, var_ref_b1hw, src_bn1hw, sweep, window, variance_floor=1e-4
+        )
+        # float64 inputs take the reference path.
+        reference64 = zncc_cost_volume(ref_b1hw.double(), src_bn1hw.double(), sweep, window)
+    assert torch.equal(fused.valid_count_bdhw, reference32.valid_count_bdhw)
+    assert torch.equal(fused.valid_count_bdhw, reference64.valid_count_bdhw.float())
+    fused_error = (fused.cost_bdhw - reference64.cost_bdhw).abs().max()
+    reference32_error = (reference32.cost_bdhw - reference64.cost_bdhw).abs().max()
+    assert fused_error <= min(2e-5, reference32_error)
+    assert (fused.cost_bdhw - reference32.cost_bdhw).abs().max() <= 1e-4
+
+
+def test_gradients_flow_through_the_reference_path() -> None:
+    """Features that need gradients (training) take the differentiable reference path,
+    which gives the fused kernel's costs."""
+    sweep = random_sweep(seed=7, batch=1, sources=2, height=12, width=16, src_height=12, src_width=16, planes=8)
+    generator = torch.Generator().manual_seed(7)
+    ref_bchw = torch.randn(1, 8, 12, 16, generator=generator, requires_grad=True)
+    src_bnchw = torch.randn(1, 2, 8, 12, 16, generator=generator, requires_grad=True)
+    assert not fused_kernels_apply(ref_bchw, src_bnchw)
+    trained = feature_cost_volume(ref_bchw, src_bnchw, sweep)
+    trained.cost_bdhw.sum().backward()
+    assert ref_bchw.grad.abs().sum() > 0 and src_bnchw.grad.abs().sum() > 0
+    with torch.no_grad():
+        inferred = feature_cost_volume(ref_bchw, src_bnchw, sweep)
+    assert (trained.cost_bdhw - inferred.cost_bdhw).abs().max() <= 1e-5
+
+
+def test_inputs_that_do_not_fit_the_sweep_are_refused() -> None:
+    sweep = random_sweep(seed=1, batch=1, sources=2, height=12, width=16, src_height=12, src_width=16, planes=4)
+    with pytest.raises(ValueError, match=r"sources of shape \(1, 2, 8, 12, 16\).*got \(1, 8, 12, 16\) and \(1, 2, 4, 12, 16\)"):
+        feature_cost_volume(torch.rand(1, 8, 12, 16), torch.rand(1, 2, 4, 12, 16), sweep)
+    with pytest.raises(ValueError, match=r"reference of shape \(1, 1, 12, 16\)"):
+        zncc_cost_volume(torch.rand(1, 3, 12, 16), torch.rand(1, 2, 3, 12, 16), sweep)

@@ -1,4 +1,4 @@
-"""`python -m mvs.bench depth|track|fusion|memory|inputs|all`: benchmark tables into BENCHMARKS.md.
+"""`python -m mvs.bench depth|track|fusion|memory|inputs|costvolume|all`: benchmark tables into BENCHMARKS.md.
 
 Runs the product's own commands (`python -m mvs.run`, `python -m mvs.eval`) on synthetic
 rooms and on ../shared/data/7scenes-redkitchen, with peers in the same run (COLMAP through
@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from mvs.bench import depth, fusion, inputs, memory, track
+from mvs.bench import costvolume, depth, fusion, inputs, memory, track
 from mvs.bench.report import SuiteResult, Table, machine_line, update_json, update_markdown
 from mvs.bench.runs import BenchContext
 
@@ -38,6 +38,7 @@ SUITES = {
     "fusion": Suite("Fusion speed: Open3D TSDF vs a plain NumPy TSDF", fusion.run),
     "memory": Suite("Memory: a 5000-frame synthetic run", memory.run),
     "inputs": Suite("Input readers: folder, .sens file and video", inputs.run),
+    "costvolume": Suite("Cost volume: grid_sample reference against the fused kernels", costvolume.run),
 }
 
 
