@@ -36,14 +36,15 @@ class SequenceConfig:
 
 @dataclass
 class TrackingConfig:
-    """Where camera poses come from: `gt` (dataset), `track` (monocular VO), `rgbd`.
+    """Where camera poses come from: `gt` (dataset), `track` (monocular VO), `rgbd`, or
+    `auto`: the dataset's poses when it has them, else `rgbd` with sensor depth, else `track`.
 
     `scale` fixes the unknown scale of monocular tracking: `sensor` (depth sensor, as
     `sensor_scale` says), `gt` (ground-truth poses, for evaluation only) or `none`
     (tracking units).
     """
 
-    poses: str = "gt"
+    poses: str = "auto"
     scale: str = "none"
     vo: VOConfig = field(default_factory=VOConfig)
     rgbd: RGBDConfig = field(default_factory=RGBDConfig)
@@ -52,7 +53,8 @@ class TrackingConfig:
 
 @dataclass
 class DepthConfig:
-    """Where per-frame depth comes from: `sensor`, or a `classic` or `learned` plane sweep.
+    """Where per-frame depth comes from: `sensor`, a `classic` or `learned` plane sweep, or
+    `auto`: the sensor's depth when the sequence has it, else `learned`.
 
     keyframes: `auto` (a depth map per keyframe) or `all` (every selected frame).
     near, far: depth range of the sweep (metres); estimates outside it are dropped.
@@ -66,7 +68,7 @@ class DepthConfig:
     weights: the learned model: a name under mvs/weights/ or a path to a .pt file.
     """
 
-    source: str = "sensor"
+    source: str = "auto"
     keyframes: str = "auto"
     near: float = 0.25
     far: float = 20.0

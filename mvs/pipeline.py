@@ -83,10 +83,13 @@ def timed(report: RunReport, stage: str) -> Iterator[None]:
 
 
 def default_out_dir(sequence_name: str) -> Path:
-    """`outputs/<sequence>`; a path outside `sequences/` contributes its folder name only."""
+    """`outputs/<sequence>`; a path outside `sequences/` contributes its last name only, and
+    a file (a video, a `.sens` file) its name without the extension."""
     name_path = Path(sequence_name)
     if name_path.is_absolute() or ".." in name_path.parts:
-        return OUTPUTS_DIR / name_path.resolve().name
+        name_path = Path(name_path.resolve().name)
+    if name_path.suffix and not (name_path.is_dir() or (SEQUENCES_DIR / name_path).is_dir()):
+        name_path = name_path.with_suffix("")
     return OUTPUTS_DIR / name_path
 
 
@@ -105,6 +108,18 @@ def load_sequence(config: RunConfig) -> Sequence:
     return open_sequence(name, SEQUENCES_DIR, config.sequence.frames, parse_intrinsics(config.sequence.intrinsics))
 
 
+def resolve_sources(config: RunConfig, sequence: Sequence) -> RunConfig:
+    """`config` with `auto` pose and depth sources replaced by what `sequence` supports:
+    its own poses, else RGB-D odometry with sensor depth, else monocular tracking; its sensor
+    depth, else the learned plane sweep."""
+    tracking, depth = config.tracking, config.depth
+    if tracking.poses == "auto":
+        tracking = replace(tracking, poses="gt" if sequence.has_poses else "rgbd" if sequence.has_depth else "track")
+    if depth.source == "auto":
+        depth = replace(depth, source="sensor" if sequence.has_depth else "learned")
+    return replace(config, tracking=tracking, depth=depth)
+
+
 def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult:
     """Camera poses for the selected frames, from the source `config.poses` names.
 
@@ -114,7 +129,8 @@ def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult
     if config.poses == "gt":
         if not sequence.has_poses:
             raise ValueError(
-                f"{sequence.root}: --poses gt needs ground-truth poses and this sequence has none"
+                f"{sequence.root}: --poses gt needs ground-truth poses and this sequence has none; "
+                "estimate them with --poses track (colour only) or --poses rgbd (colour and depth)"
             )
         return TrackingResult(dict(sequence.gt_world_T_cam_44), [], np.zeros((0, 3)), float("nan"), METRES)
     if config.poses == "rgbd":
@@ -253,8 +269,10 @@ def run(config: RunConfig) -> RunReport:
     """Reconstruct `config.sequence` into `config.out`; returns the report written there."""
     out_dir = output_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "config.yaml", to_yaml(config))
     sequence = load_sequence(config)
+    config = resolve_sources(config, sequence)
+    print(f"poses: {config.tracking.poses}, depth: {config.depth.source}")
+    write_text_atomic(out_dir / "config.yaml", to_yaml(config))
     report = RunReport(
         sequence=str(sequence.root),
         layout=sequence.layout,

@@ -2,12 +2,16 @@
 
 import json
 import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import open3d as o3d
 
 from fusion.metrics import cull_to_views, mesh_metrics
+from mvs.config import RunConfig
+from mvs.pipeline import default_out_dir, resolve_sources
 from mvs.run import main
 from mvs.sequences import open_sequence
 
@@ -76,7 +80,7 @@ def test_poses_gt_without_ground_truth_says_so(small_room, tmp_path, capsys):
     room = shutil.copytree(small_room, tmp_path / "room")
     shutil.rmtree(room / "pose")
     (room / "pose").mkdir()
-    assert run_cli("--sequence", str(room), "--out", str(tmp_path / "out")) == 2
+    assert run_cli("--sequence", str(room), "--out", str(tmp_path / "out"), "--poses", "gt") == 2
     assert "ground-truth poses" in capsys.readouterr().err
 
 
@@ -96,3 +100,21 @@ def test_classic_plane_sweep_writes_a_depth_map_per_planned_keyframe(small_room,
     both_hw = (predicted_hw > 0) & (truth_hw > 0)
     # A winner-take-all sweep on exact poses and textured surfaces: most pixels within 10 %.
     assert np.mean(np.abs(predicted_hw[both_hw] / truth_hw[both_hw] - 1) < 0.1) > 0.6
+
+
+def test_default_output_folder_is_named_after_the_sequence_without_a_file_extension():
+    assert default_out_dir("synthetic/room0") == Path("outputs/synthetic/room0")
+    assert default_out_dir("/data/captures/kitchen.mp4") == Path("outputs/kitchen")
+    assert default_out_dir("../scans/scene0000_00.sens") == Path("outputs/scene0000_00")
+    assert default_out_dir("/data/7scenes-redkitchen") == Path("outputs/7scenes-redkitchen")
+
+
+def test_auto_sources_follow_what_the_sequence_has():
+    def resolved(has_poses: bool, has_depth: bool) -> tuple[str, str]:
+        config = resolve_sources(RunConfig(), SimpleNamespace(has_poses=has_poses, has_depth=has_depth))
+        return config.tracking.poses, config.depth.source
+
+    assert resolved(True, True) == ("gt", "sensor")
+    assert resolved(False, True) == ("rgbd", "sensor")
+    assert resolved(False, False) == ("track", "learned")
+    assert resolved(True, False) == ("gt", "learned")
