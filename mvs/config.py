@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from fusion.consistency import ConsistencyConfig
 from mvs.regressors import ClassicRegressorConfig
 from slam.frontend import VOConfig
 from slam.keyframes import KeyframeConfig
@@ -65,6 +66,7 @@ class DepthConfig:
     zncc_window: ZNCC patch size (pixels at the cost volume's resolution).
     learned_min_confidence: learned pixels with a lower confidence get no depth.
     fuse_min_confidence: pixels below this confidence are not fused (either regressor).
+    consistency: the multi-view check estimated depth passes before it is fused.
     weights: the learned model: a name under mvs/weights/ or a path to a .pt file.
     """
 
@@ -82,6 +84,7 @@ class DepthConfig:
     weights: str = "depthnet"
     classic: ClassicRegressorConfig = field(default_factory=ClassicRegressorConfig)
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
+from fusion.consistency import EstimatedDepth, filter_consistent
 from fusion.export import write_depth_png, write_json_atomic, write_ply, write_text_atomic
 from fusion.tsdf import TSDFVolume
 from mvs.config import DepthConfig, RunConfig, TrackingConfig, to_yaml
@@ -201,7 +202,8 @@ def plane_sweep_depth_maps(
     """Multi-view stereo depth of every planned keyframe (`--depth classic|learned`).
 
     Each depth map is written to `out_dir/depth/<index>.png` (uint16 mm, 0 = no estimate)
-    and yielded without the pixels below `fuse_min_confidence`.
+    and yielded without the pixels below `fuse_min_confidence` and those its neighbouring
+    depth maps do not confirm (`fusion.consistency`).
     """
     estimator = make_estimator(config.depth, config.device)
 
@@ -211,15 +213,20 @@ def plane_sweep_depth_maps(
 
     depth_dir = out_dir / "depth"
     depth_dir.mkdir(exist_ok=True)
-    for plan in selection.plans:
-        reference = posed_frame(posed[plan.reference_index])
-        sources = [posed_frame(posed[k]) for k in plan.source_indices]
-        result = estimator.estimate(reference, sources, sequence.camera)
-        write_depth_png(depth_dir / f"{reference.index}.png", result.depth_hw)
-        report.depth_maps += 1
-        confident_hw = result.confidence_hw >= config.depth.fuse_min_confidence
-        yield DepthMap(reference, np.where(confident_hw, result.depth_hw, 0.0).astype(np.float32),
-                       reference.world_T_cam_44)
+
+    def estimates() -> Iterator[EstimatedDepth[Frame]]:
+        for plan in selection.plans:
+            reference = posed_frame(posed[plan.reference_index])
+            sources = [posed_frame(posed[k]) for k in plan.source_indices]
+            result = estimator.estimate(reference, sources, sequence.camera)
+            write_depth_png(depth_dir / f"{reference.index}.png", result.depth_hw)
+            report.depth_maps += 1
+            confident_hw = result.confidence_hw >= config.depth.fuse_min_confidence
+            depth_hw = np.where(confident_hw, result.depth_hw, 0.0).astype(np.float32)
+            yield EstimatedDepth(depth_hw, reference.world_T_cam_44, reference)
+
+    for estimate, depth_hw in filter_consistent(estimates(), sequence.camera, config.depth.consistency):
+        yield DepthMap(estimate.item, depth_hw, estimate.world_T_cam_44)
 
 
 def depth_maps(
