@@ -28,7 +28,7 @@ class KeyframeConfig:
     min_overlap: share of the reference's view (sampled at `overlap_depths`, metres) that a
         source must see.
     max_sources: at most this many sources per reference.
-    search_keyframes: in `auto` mode, how many of the latest keyframes are candidates.
+    search_keyframes: in `auto` mode, how many keyframes around each keyframe are candidates.
     """
 
     new_keyframe_distance: float = 0.1
@@ -142,8 +142,10 @@ def select_keyframes(
 
     `auto`: a frame becomes a keyframe when its pose distance to the last keyframe reaches
     `new_keyframe_distance` (the first frame is one); each keyframe takes its sources among
-    the `search_keyframes` previous keyframes. `all`: every frame is a reference and takes
-    its sources among all other frames, earlier and later.
+    the `search_keyframes` keyframes nearest to it in order, half before and half after (the
+    whole trajectory is known before depth is estimated, so later views count as much as
+    earlier ones). `all`: every frame is a reference and takes its sources among all other
+    frames, earlier and later.
     """
     if mode not in KEYFRAME_MODES:
         raise ValueError(f"keyframe mode: expected one of {KEYFRAME_MODES}, got {mode!r}")
@@ -159,12 +161,13 @@ def select_keyframes(
             candidates = [index for index in everything if index != reference_index]
             _add_plan(selection, world_T_cam_n44, reference_index, candidates, camera, config)
         return selection
+    keyframes: list[int] = []
     for position, world_T_cam_44 in enumerate(world_T_cam_n44):
-        if selection.keyframe_indices:
-            last_44 = world_T_cam_n44[selection.keyframe_indices[-1]]
-            if pose_distance(last_44, world_T_cam_44) < config.new_keyframe_distance:
-                continue
-        candidates = selection.keyframe_indices[-config.search_keyframes :]
+        if not keyframes or pose_distance(world_T_cam_n44[keyframes[-1]], world_T_cam_44) >= config.new_keyframe_distance:
+            keyframes.append(position)
+    before = config.search_keyframes - config.search_keyframes // 2
+    for k, position in enumerate(keyframes):
+        candidates = keyframes[max(k - before, 0) : k] + keyframes[k + 1 : k + 1 + config.search_keyframes // 2]
         _add_plan(selection, world_T_cam_n44, position, candidates, camera, config)
     return selection
 

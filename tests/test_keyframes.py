@@ -46,14 +46,20 @@ def test_new_keyframe_every_threshold_of_motion() -> None:
     poses = sideways_track(61, 0.01)  # 1 cm per frame, threshold 9.5 cm -> every 10 frames
     selection = select_keyframes(poses, CAMERA, KeyframeConfig(new_keyframe_distance=0.095), mode="auto")
     assert selection.keyframe_indices == [0, 10, 20, 30, 40, 50, 60]
-    # The first keyframe has nothing before it.
-    assert selection.unplanned_indices == [0]
+    assert selection.unplanned_indices == []
     plans = {plan.reference_index: plan.source_indices for plan in selection.plans}
-    # Sources are earlier keyframes, closest to the optimal distance (0.2 m) first.
-    assert plans[10] == (0,)
-    assert plans[20] == (0, 10)
-    assert plans[40] == (20, 30) or plans[40] == (20, 10)
+    # Sources are keyframes on both sides, closest to the optimal distance (0.2 m) first.
+    assert plans[0][0] == 20 and plans[0][1] in (10, 30)
+    assert plans[30] in ((10, 50), (50, 10))
     assert plans[60][0] == 40 and plans[60][1] in (30, 50)
+
+
+def test_auto_mode_searches_only_the_nearest_keyframes() -> None:
+    poses = sideways_track(61, 0.01)
+    config = KeyframeConfig(new_keyframe_distance=0.095, search_keyframes=2, max_sources=4)
+    plans = {plan.reference_index: plan.source_indices for plan in select_keyframes(poses, CAMERA, config).plans}
+    assert set(plans[30]) == {20, 40}
+    assert plans[0] == (10,)
 
 
 def test_all_mode_takes_sources_on_both_sides() -> None:
