@@ -1,10 +1,19 @@
 """The learned cost-to-depth model: a matching feature encoder, plane-sweep cost volumes and
-a small U-Net that turns costs plus reference-image context into inverse depth.
+a small U-Net that turns costs, guided by the reference image's local contrast, into
+inverse depth.
 
-Input images are RGB in [0, 1] at the working resolution (H, W), both divisible by 4; the
-cost volumes live at (H/4, W/4). Depth comes out as inverse depth (1/metres) at 1/16, 1/8,
-1/4 and 1/2 of the input resolution, each squashed by a sigmoid into [1/far, 1/near], with
-a confidence in [0, 1] at 1/2.
+Input images are RGB in [0, 1] at the working resolution (H, W), both divisible by 4. The
+learned-feature and a ZNCC cost volume live at (H/4, W/4); a second ZNCC volume over
+larger patches at (H/2, W/2) carries the fine geometry. Depth comes out as inverse depth
+(1/metres) at 1/16, 1/8, 1/4 and 1/2 of the input resolution. The two coarse scales are
+sigmoids squashed into [1/far, 1/near]; the two fine ones are expectations over the swept
+planes (soft-argmin) of per-plane scores, so each plane's cost maps onto its own score and
+the depth stays anchored to the geometry of the sweep. A confidence in [0, 1] comes at 1/2.
+
+The reference image reaches the U-Net only as its local contrast (gain- and
+offset-invariant, like ZNCC), which marks edges and texture for the regulariser; its raw
+appearance is used for matching alone, so priors of the synthetic training rooms' looks
+have no path to the depth.
 """
 
 from __future__ import annotations
@@ -19,7 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvs.costvolume import feature_cost_volume, inverse_depth_hypotheses_d, same_camera_sweep, zncc_cost_volume
+from mvs.costvolume import (
+    box_filter_bchw,
+    feature_cost_volume,
+    inverse_depth_hypotheses_d,
+    same_camera_sweep,
+    zncc_cost_volume,
+)
 
 IMAGE_MEAN_3 = (0.45, 0.45, 0.45)
 IMAGE_STD_3 = (0.25, 0.25, 0.25)
@@ -35,6 +50,12 @@ def resolve_weights_path(weights: str) -> Path:
 INITIAL_DEPTH_M = 2.0
 """Depth the untrained depth heads start at (their bias), a typical room distance."""
 
+LOCAL_CONTRAST_FLOOR = 0.02**2
+"""Variance (grey levels squared) below which a patch counts as flat in `local_contrast_b1hw`."""
+
+INITIAL_COST_GAIN = 5.0
+"""Plane scores per unit of matching cost (costs lie in [0, 2]) before training."""
+
 
 @dataclass
 class ModelConfig:
@@ -43,6 +64,7 @@ class ModelConfig:
     near, far, num_hypotheses: planes uniform in inverse depth (metres).
     feature_channels: channels of the matching features correlated in the cost volume.
     zncc_window: patch size of the photometric ZNCC cost at 1/4 resolution (pixels).
+    fine_zncc_window: patch size of the ZNCC cost at 1/2 resolution (pixels).
     widths: U-Net channels at 1/4, 1/8, 1/16 and 1/32 of the input resolution.
     """
 
@@ -51,6 +73,7 @@ class ModelConfig:
     num_hypotheses: int = 64
     feature_channels: int = 16
     zncc_window: int = 3
+    fine_zncc_window: int = 5
     widths: tuple[int, int, int, int] = (48, 64, 96, 128)
 
 
@@ -90,19 +113,32 @@ def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seque
 
 
 class FeatureEncoder(nn.Module):
-    """Image (B, 3, H, W) to context features at 1/2 (16 ch) and 1/4 (32 ch) and
-    matching features at 1/4 (`feature_channels`)."""
+    """Image (B, 3, H, W) to matching features (B, `feature_channels`, H/4, W/4)."""
 
     def __init__(self, feature_channels: int) -> None:
         super().__init__()
-        self.to_half = nn.Sequential(conv_block(3, 16, stride=2), conv_block(16, 16))
-        self.to_quarter = nn.Sequential(conv_block(16, 32, stride=2), conv_block(32, 32), conv_block(32, 32))
-        self.matching = nn.Conv2d(32, feature_channels, 1)
+        self.layers = nn.Sequential(
+            conv_block(3, 16, stride=2),
+            conv_block(16, 16),
+            conv_block(16, 32, stride=2),
+            conv_block(32, 32),
+            conv_block(32, 32),
+            nn.Conv2d(32, feature_channels, 1),
+        )
 
-    def forward(self, image_b3hw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        half_bchw = self.to_half(image_b3hw)
-        quarter_bchw = self.to_quarter(half_bchw)
-        return half_bchw, quarter_bchw, self.matching(quarter_bchw)
+    def forward(self, image_b3hw: torch.Tensor) -> torch.Tensor:
+        return self.layers(image_b3hw)
+
+
+def local_contrast_b1hw(grey_b1hw: torch.Tensor, window: int, floor: float = LOCAL_CONTRAST_FLOOR) -> torch.Tensor:
+    """Grey levels standardised over `window` x `window` patches: (I - mean) / sqrt(var + floor).
+
+    Invariant to gain and offset like the ZNCC cost, so it shows the network where edges
+    and texture are without the appearance of the rooms it was trained on.
+    """
+    mean_b1hw = box_filter_bchw(grey_b1hw, window)
+    var_b1hw = (box_filter_bchw(grey_b1hw * grey_b1hw, window) - mean_b1hw**2).clamp(min=0.0)
+    return (grey_b1hw - mean_b1hw) * torch.rsqrt(var_b1hw + floor)
 
 
 class UpBlock(nn.Module):
@@ -119,6 +155,12 @@ class UpBlock(nn.Module):
         return self.fuse(torch.cat([up_bchw, skip_bchw], dim=1))
 
 
+def soft_argmin_inverse_b1hw(scores_bdhw: torch.Tensor, depth_d: torch.Tensor) -> torch.Tensor:
+    """Expected inverse depth (1/metres) under softmax(scores) over the planes at `depth_d`."""
+    probability_bdhw = torch.softmax(scores_bdhw, dim=1)
+    return (probability_bdhw * (1.0 / depth_d)[None, :, None, None]).sum(dim=1, keepdim=True)
+
+
 class DepthNet(nn.Module):
     """Plane-sweep stereo network (see the module docstring for inputs and outputs)."""
 
@@ -128,18 +170,27 @@ class DepthNet(nn.Module):
         d = config.num_hypotheses
         w0, w1, w2, w3 = config.widths
         self.encoder = FeatureEncoder(config.feature_channels)
-        self.stem = nn.Sequential(conv_block(2 * d + 32, w0), conv_block(w0, w0))
+        self.stem = nn.Sequential(conv_block(2 * d + 1, w0), conv_block(w0, w0))
         self.down1 = nn.Sequential(conv_block(w0, w1, stride=2), conv_block(w1, w1))
         self.down2 = nn.Sequential(conv_block(w1, w2, stride=2), conv_block(w2, w2))
         self.down3 = nn.Sequential(conv_block(w2, w3, stride=2), conv_block(w3, w3))
         self.up2 = UpBlock(w3, w2, w2)
         self.up1 = UpBlock(w2, w1, w1)
         self.up0 = UpBlock(w1, w0, w0)
-        self.up_half = UpBlock(w0 + 1, 16, 24)
-        self.heads = nn.ModuleList([nn.Conv2d(c, 1, 3, padding=1) for c in (w2, w1, w0, 24)])
-        self.confidence_head = nn.Conv2d(24, 1, 3, padding=1)
-        for head in self.heads:
+        self.fine_cost_squeeze = nn.Sequential(nn.Conv2d(d, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+        self.up_half = UpBlock(w0, 17, 32)
+        self.coarse_heads = nn.ModuleList([nn.Conv2d(c, 1, 3, padding=1) for c in (w2, w1)])
+        self.quarter_scores = nn.Conv2d(w0, d, 3, padding=1)
+        self.half_scores = nn.Conv2d(32, d, 3, padding=1)
+        self.confidence_head = nn.Conv2d(32, 1, 3, padding=1)
+        # Scores start as the negated costs times these gains, the network adding its corrections.
+        self.cost_gain = nn.Parameter(torch.tensor(INITIAL_COST_GAIN))
+        self.fine_cost_gain = nn.Parameter(torch.tensor(INITIAL_COST_GAIN))
+        for head in self.coarse_heads:
             nn.init.constant_(head.bias, self.inverse_depth_logit(INITIAL_DEPTH_M))
+        # The half-resolution scores refine the upsampled quarter-resolution ones: start at no change.
+        nn.init.zeros_(self.half_scores.weight)
+        nn.init.zeros_(self.half_scores.bias)
         self.register_buffer("image_mean_3", torch.tensor(IMAGE_MEAN_3), persistent=False)
         self.register_buffer("image_std_3", torch.tensor(IMAGE_STD_3), persistent=False)
 
@@ -175,28 +226,40 @@ class DepthNet(nn.Module):
             )
         images_b3hw = torch.cat([ref_image_b3hw[:, None], src_images_bn3hw], dim=1).reshape(b * (n + 1), 3, h, w)
         normalised_b3hw = (images_b3hw - self.image_mean_3[:, None, None]) / self.image_std_3[:, None, None]
-        half_bchw, quarter_bchw, matching_bchw = self.encoder(normalised_b3hw)
+        matching_bchw = self.encoder(normalised_b3hw)
         matching_bnchw = matching_bchw.reshape(b, n + 1, *matching_bchw.shape[1:])
         depth_d = self.depth_hypotheses_d(ref_image_b3hw.device)
         sweep = same_camera_sweep(scale_intrinsics_b33(K_b33, 0.25), src_T_ref_bn44, depth_d, h // 4, w // 4)
         feature_cost = feature_cost_volume(matching_bnchw[:, 0], matching_bnchw[:, 1:], sweep)
-        grey_b1hw = F.avg_pool2d(images_b3hw.mean(dim=1, keepdim=True), 4)
-        grey_bn1hw = grey_b1hw.reshape(b, n + 1, 1, h // 4, w // 4)
+        grey_half_b1hw = F.avg_pool2d(images_b3hw.mean(dim=1, keepdim=True), 2)
+        grey_half_bn1hw = grey_half_b1hw.reshape(b, n + 1, 1, h // 2, w // 2)
+        grey_bn1hw = F.avg_pool2d(grey_half_b1hw, 2).reshape(b, n + 1, 1, h // 4, w // 4)
         zncc_cost = zncc_cost_volume(grey_bn1hw[:, 0], grey_bn1hw[:, 1:], sweep, self.config.zncc_window)
-        context_quarter_bchw = quarter_bchw.reshape(b, n + 1, *quarter_bchw.shape[1:])[:, 0]
-        context_half_bchw = half_bchw.reshape(b, n + 1, *half_bchw.shape[1:])[:, 0]
-        x0 = self.stem(torch.cat([feature_cost.cost_bdhw, zncc_cost.cost_bdhw, context_quarter_bchw], dim=1))
+        half_sweep = same_camera_sweep(scale_intrinsics_b33(K_b33, 0.5), src_T_ref_bn44, depth_d, h // 2, w // 2)
+        fine_cost = zncc_cost_volume(
+            grey_half_bn1hw[:, 0], grey_half_bn1hw[:, 1:], half_sweep, self.config.fine_zncc_window
+        )
+        contrast_quarter_b1hw = local_contrast_b1hw(grey_bn1hw[:, 0], self.config.zncc_window)
+        contrast_half_b1hw = local_contrast_b1hw(grey_half_bn1hw[:, 0], self.config.fine_zncc_window)
+        x0 = self.stem(torch.cat([feature_cost.cost_bdhw, zncc_cost.cost_bdhw, contrast_quarter_b1hw], dim=1))
         x1 = self.down1(x0)
         x2 = self.down2(x1)
         x3 = self.down3(x2)
         y2 = self.up2(x3, x2)
         y1 = self.up1(y2, x1)
         y0 = self.up0(y1, x0)
-        logits_quarter_b1hw = self.heads[2](y0)
-        y_half = self.up_half(torch.cat([y0, logits_quarter_b1hw], dim=1), context_half_bchw)
-        logits = [self.heads[0](y2), self.heads[1](y1), logits_quarter_b1hw, self.heads[3](y_half)]
+        quarter_cost_bdhw = 0.5 * (feature_cost.cost_bdhw + zncc_cost.cost_bdhw)
+        scores_quarter_bdhw = self.quarter_scores(y0) - self.cost_gain * quarter_cost_bdhw
+        y_half = self.up_half(y0, torch.cat([contrast_half_b1hw, self.fine_cost_squeeze(fine_cost.cost_bdhw)], dim=1))
+        scores_half_bdhw = (
+            self.half_scores(y_half)
+            - self.fine_cost_gain * fine_cost.cost_bdhw
+            + F.interpolate(scores_quarter_bdhw, size=(h // 2, w // 2), mode="bilinear", align_corners=False)
+        )
+        coarse_b1hw = [self.to_inverse_depth(head(y)) for head, y in zip(self.coarse_heads, (y2, y1))]
+        fine_b1hw = [soft_argmin_inverse_b1hw(scores, depth_d) for scores in (scores_quarter_bdhw, scores_half_bdhw)]
         return ModelOutput(
-            inverse_depths_b1hw=[self.to_inverse_depth(logit_b1hw) for logit_b1hw in logits],
+            inverse_depths_b1hw=coarse_b1hw + fine_b1hw,
             confidence_b1hw=torch.sigmoid(self.confidence_head(y_half)),
         )
 

@@ -45,7 +45,9 @@ class AugmentConfig:
     offset: +- brightness offset; noise_sigma_max: Gaussian noise std; blur_probability,
     blur_sigma_range (pixels); motion_blur_probability, motion_blur_length_range (pixels);
     jpeg_probability, jpeg_quality_range; vignetting_probability, vignetting_max (darkening
-    at the image corners); pose_noise_probability, pose_noise_deg, pose_noise_m: Gaussian
+    at the image corners); shading_probability, shading_amplitude: a smooth random gain field
+    (+- amplitude over a 4 x 3 grid, bicubic), light that changes across the image and from
+    view to view as real shading and specular sheen do; pose_noise_probability, pose_noise_deg, pose_noise_m: Gaussian
     noise on each reference-to-source transform.
     """
 
@@ -62,9 +64,11 @@ class AugmentConfig:
     jpeg_quality_range: tuple[int, int] = (40, 95)
     vignetting_probability: float = 0.3
     vignetting_max: float = 0.3
+    shading_probability: float = 0.5
+    shading_amplitude: float = 0.2
     pose_noise_probability: float = 0.5
-    pose_noise_deg: float = 0.2
-    pose_noise_m: float = 0.003
+    pose_noise_deg: float = 0.3
+    pose_noise_m: float = 0.005
 
 
 @dataclass
@@ -201,6 +205,9 @@ def augment_image_hw3(image_hw3: np.ndarray, rng: np.random.Generator, config: A
         v_hw, u_hw = np.mgrid[0:height, 0:width].astype(np.float32)
         radius_sq_hw = ((u_hw - width / 2) / (width / 2)) ** 2 + ((v_hw - height / 2) / (height / 2)) ** 2
         x_hw3 *= (1.0 - rng.uniform(0, config.vignetting_max) * radius_sq_hw / 2.0)[..., None]
+    if rng.uniform() < config.shading_probability:
+        grid_34 = rng.uniform(1 - config.shading_amplitude, 1 + config.shading_amplitude, (3, 4)).astype(np.float32)
+        x_hw3 *= cv2.resize(grid_34, (width, height), interpolation=cv2.INTER_CUBIC)[..., None]
     if rng.uniform() < config.blur_probability:
         x_hw3 = cv2.GaussianBlur(x_hw3, (0, 0), rng.uniform(*config.blur_sigma_range))
     if rng.uniform() < config.motion_blur_probability:
