@@ -16,7 +16,7 @@ from typing import Generic, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from mvs.geometry import backproject_depth_hw3, invert_pose_44
+from mvs.geometry import backproject_depth_hw3, invert_pose_44, project_n2, transform_n3
 from mvs.types import Camera
 
 
@@ -51,14 +51,9 @@ def confirmations_hw(
     count_n = np.zeros(len(points_n3), dtype=np.int32)
     for neighbour_depth_hw, world_T_neighbour_44 in neighbours:
         neighbour_T_cam_44 = invert_pose_44(world_T_neighbour_44) @ world_T_cam_44
-        moved_n3 = points_n3 @ neighbour_T_cam_44[:3, :3].T + neighbour_T_cam_44[:3, 3]
-        z_n = moved_n3[:, 2]
-        in_front_n = z_n > 1e-6
-        pixels_n3 = moved_n3 @ camera.K_33.T
-        z_safe_n = np.where(in_front_n, z_n, 1.0)
-        u_n = np.rint(pixels_n3[:, 0] / z_safe_n)
-        v_n = np.rint(pixels_n3[:, 1] / z_safe_n)
-        inside_n = in_front_n & (u_n >= 0) & (u_n < camera.width) & (v_n >= 0) & (v_n < camera.height)
+        uv_n2, z_n = project_n2(transform_n3(neighbour_T_cam_44, points_n3), camera.K_33)
+        u_n, v_n = np.rint(uv_n2[:, 0]), np.rint(uv_n2[:, 1])  # behind the camera: inf, outside
+        inside_n = (u_n >= 0) & (u_n < camera.width) & (v_n >= 0) & (v_n < camera.height)
         seen_n = np.zeros(len(points_n3), dtype=np.float64)
         seen_n[inside_n] = neighbour_depth_hw[v_n[inside_n].astype(np.int64), u_n[inside_n].astype(np.int64)]
         count_n += (seen_n > 0) & (np.abs(z_n - seen_n) <= max_relative_error * seen_n)
@@ -114,6 +109,10 @@ def filter_consistent(
         needed = min(config.min_confirmations, len(others))
         return estimate, np.where(count_hw >= needed, estimate.depth_hw, 0.0).astype(np.float32)
 
+    def held() -> Iterator[tuple[EstimatedDepth[T], np.ndarray]]:
+        for position in range(len(window) - pending, len(window)):
+            yield emit(position)
+
     try:
         for estimate in estimates:
             window.append(estimate)
@@ -123,8 +122,6 @@ def filter_consistent(
                 pending -= 1
     except (Exception, KeyboardInterrupt):
         # The estimates made before a failure or an interrupt still come out, then it goes on.
-        for position in range(len(window) - pending, len(window)):
-            yield emit(position)
+        yield from held()
         raise
-    for position in range(len(window) - pending, len(window)):
-        yield emit(position)
+    yield from held()

@@ -203,6 +203,12 @@ def box_filter_bchw(x_bchw: torch.Tensor, window: int) -> torch.Tensor:
     return summed_bchw / inside_11hw
 
 
+def box_mean_variance_bchw(x_bchw: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance (clamped at 0) per channel over `window` x `window` boxes."""
+    mean_bchw = box_filter_bchw(x_bchw, window)
+    return mean_bchw, (box_filter_bchw(x_bchw * x_bchw, window) - mean_bchw**2).clamp(min=0.0)
+
+
 def _average_over_sources(cost_bndhw: torch.Tensor, sweep: PlaneSweep) -> CostVolume:
     valid_bndhw = sweep.valid_bndhw.to(cost_bndhw.dtype)
     count_bdhw = valid_bndhw.sum(dim=1)
@@ -286,8 +292,7 @@ def zncc_cost_volume(
     if window < 1 or window % 2 == 0:
         raise ValueError(f"ZNCC window: expected an odd size >= 1, got {window}")
     check_volume_inputs(ref_grey_b1hw, src_grey_bn1hw, sweep, channels=1)
-    mean_ref_b1hw = box_filter_bchw(ref_grey_b1hw, window)
-    var_ref_b1hw = (box_filter_bchw(ref_grey_b1hw * ref_grey_b1hw, window) - mean_ref_b1hw**2).clamp(min=0.0)
+    mean_ref_b1hw, var_ref_b1hw = box_mean_variance_bchw(ref_grey_b1hw, window)
     if not fused_kernels_apply(ref_grey_b1hw, src_grey_bn1hw):
         return zncc_cost_volume_reference(
             ref_grey_b1hw, mean_ref_b1hw, var_ref_b1hw, src_grey_bn1hw, sweep, window, variance_floor

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mvs.costvolume import (
-    box_filter_bchw,
+    box_mean_variance_bchw,
     feature_cost_volume,
     inverse_depth_hypotheses_d,
     same_camera_sweep,
@@ -136,8 +136,7 @@ def local_contrast_b1hw(grey_b1hw: torch.Tensor, window: int, floor: float = LOC
     Invariant to gain and offset like the ZNCC cost, so it shows the network where edges
     and texture are without the appearance of the rooms it was trained on.
     """
-    mean_b1hw = box_filter_bchw(grey_b1hw, window)
-    var_b1hw = (box_filter_bchw(grey_b1hw * grey_b1hw, window) - mean_b1hw**2).clamp(min=0.0)
+    mean_b1hw, var_b1hw = box_mean_variance_bchw(grey_b1hw, window)
     return (grey_b1hw - mean_b1hw) * torch.rsqrt(var_b1hw + floor)
 
 

@@ -47,8 +47,8 @@ class AugmentConfig:
     jpeg_probability, jpeg_quality_range; vignetting_probability, vignetting_max (darkening
     at the image corners); shading_probability, shading_amplitude: a smooth random gain field
     (+- amplitude over a 4 x 3 grid, bicubic), light that changes across the image and from
-    view to view as real shading and specular sheen do; pose_noise_probability, pose_noise_deg, pose_noise_m: Gaussian
-    noise on each reference-to-source transform.
+    view to view as real shading and specular sheen do; pose_noise_probability,
+    pose_noise_deg, pose_noise_m: Gaussian noise on each reference-to-source transform.
     """
 
     gain_range: tuple[float, float] = (0.7, 1.4)
