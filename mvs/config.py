@@ -17,6 +17,7 @@ from fusion.consistency import ConsistencyConfig
 from mvs.regressors import ClassicRegressorConfig
 from slam.frontend import VOConfig
 from slam.keyframes import KeyframeConfig
+from slam.refine import PoseRefineConfig
 from slam.rgbd import RGBDConfig
 from slam.scale import SensorScaleConfig
 
@@ -39,6 +40,8 @@ class SequenceConfig:
 class TrackingConfig:
     """Where camera poses come from: `gt` (dataset), `track` (monocular VO), `rgbd`, or
     `auto`: the dataset's poses when it has them, else `rgbd` with sensor depth, else `track`.
+    `refine_gt`: dataset poses are refined to the colour images (`refine`, slam/refine.py)
+    before a plane sweep uses them; sensor depth keeps the dataset poses, which belong to it.
 
     `scale` fixes the unknown scale of monocular tracking: `sensor` (depth sensor, as
     `sensor_scale` says), `gt` (ground-truth poses, for evaluation only) or `none`
@@ -47,6 +50,8 @@ class TrackingConfig:
 
     poses: str = "auto"
     scale: str = "none"
+    refine_gt: bool = False
+    refine: PoseRefineConfig = field(default_factory=PoseRefineConfig)
     vo: VOConfig = field(default_factory=VOConfig)
     rgbd: RGBDConfig = field(default_factory=RGBDConfig)
     sensor_scale: SensorScaleConfig = field(default_factory=SensorScaleConfig)

@@ -30,6 +30,7 @@ from mvs.sequences import open_sequence
 from mvs.types import Camera, Frame, Sequence
 from slam.frontend import track_sequence
 from slam.keyframes import KeyframeSelection, select_keyframes
+from slam.refine import refine_poses
 from slam.result import METRES, TrackingFailed, TrackingResult
 from slam.rgbd import track_rgbd_sequence
 from slam.scale import scale_from_gt, scale_from_sensor
@@ -69,6 +70,7 @@ class RunReport:
     skipped: dict[int, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     fusion_frames_per_second: float = 0.0
+    pose_refinement: dict[str, float] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     status: str = "running"
 
@@ -150,6 +152,24 @@ def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult
     # Unknown scale: normalise it so the median scene depth is that of a typical room, which
     # keeps the depth range and the TSDF voxel size meaningful.
     return result.scaled(NOMINAL_MEDIAN_DEPTH_M / result.median_depth, NORMALISED_UNITS)
+
+
+def refined_to_colour(sequence: Sequence, poses: TrackingResult, config: RunConfig, report: RunReport) -> TrackingResult:
+    """Dataset poses refined to the colour images when `tracking.refine_gt` asks and depth
+    comes from a plane sweep over those images; otherwise `poses` unchanged. The size of
+    the corrections goes into `report.pose_refinement`."""
+    if not (config.tracking.poses == "gt" and config.tracking.refine_gt and config.depth.source != "sensor"):
+        return poses
+    refinement = refine_poses(sequence, poses.world_T_cam_44, config.tracking.refine)
+    rotation_d, translation_d = list(refinement.rotation_deg.values()), list(refinement.translation_m.values())
+    report.pose_refinement = {
+        "frames_refined": len(rotation_d),
+        "frames_kept": len(refinement.kept),
+        "points": refinement.points,
+        "median_rotation_deg": float(np.median(rotation_d)) if rotation_d else 0.0,
+        "median_translation_m": float(np.median(translation_d)) if translation_d else 0.0,
+    }
+    return replace(poses, world_T_cam_44=refinement.world_T_cam_44)
 
 
 def sensor_depth_maps(sequence: Sequence, poses: TrackingResult, report: RunReport) -> Iterator[DepthMap]:
@@ -299,6 +319,7 @@ def run(config: RunConfig) -> RunReport:
             except TrackingFailed as failure:
                 poses = failure.partial
                 raise
+            poses = refined_to_colour(sequence, poses, config, report)
         report.units = poses.scale
         if poses.scale != METRES and config.depth.source == "sensor":
             raise ValueError(

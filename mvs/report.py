@@ -146,6 +146,13 @@ def run_rows(run: dict) -> list[tuple[str, str]]:
         ("units", run["units"]),
         ("frames selected / posed / fused", f"{run['frames_selected']} / {run['frames_posed']} / {run['frames_fused']}"),
     ]
+    refinement = run.get("pose_refinement") or {}
+    if refinement:
+        rows.append((
+            "poses refined to colour / kept",
+            f"{refinement['frames_refined']} / {refinement['frames_kept']} (median correction "
+            f"{refinement['median_rotation_deg']:.2f} deg, {100 * refinement['median_translation_m']:.1f} cm)",
+        ))
     if run["depth"] != "sensor":
         rows.append(("keyframes / depth maps", f"{run['keyframes']} / {run['depth_maps']}"))
     reasons: dict[str, int] = {}

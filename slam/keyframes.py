@@ -28,6 +28,8 @@ class KeyframeConfig:
     min_overlap: share of the reference's view (sampled at `overlap_depths`, metres) that a
         source must see.
     max_sources: at most this many sources per reference.
+    min_translation: sources closer than this to the reference (metres of camera travel) are
+        used only when no candidate is farther: turning on the spot gives no parallax.
     search_keyframes: in `auto` mode, how many keyframes around each keyframe are candidates.
     """
 
@@ -39,6 +41,7 @@ class KeyframeConfig:
     min_overlap: float = 0.5
     max_sources: int = 2
     search_keyframes: int = 12
+    min_translation: float = 0.1
     overlap_depths: tuple[float, ...] = (1.0, 2.0, 4.0)
 
 
@@ -131,6 +134,10 @@ def choose_sources(
     if keep_c.any():
         overlaps_k = view_overlaps_n(world_T_ref_44, world_T_src_c44[keep_c], camera, config.overlap_depths)
         keep_c[keep_c] = overlaps_k >= config.min_overlap
+    translations_c = np.linalg.norm(world_T_src_c44[:, :3, 3] - world_T_ref_44[:3, 3], axis=1)
+    travelled_c = keep_c & (translations_c >= config.min_translation)
+    if travelled_c.any():
+        keep_c = travelled_c
     order_k = np.argsort(np.abs(distances_c[keep_c] - config.optimal_distance), kind="stable")
     return tuple(int(i) for i in candidates_c[keep_c][order_k][: config.max_sources])
 

@@ -22,16 +22,17 @@ def triangulate_n3(
 ) -> np.ndarray:
     """World points (N, 3) seen at `uv_a_n2` in camera a and `uv_b_n2` in camera b.
 
-    Linear DLT on normalised image coordinates, solved for all points at once by a
-    batched SVD. Points at infinity (homogeneous w = 0) come out as inf.
+    The poses are (4, 4), shared by all points, or (N, 4, 4), one pair per point. Linear
+    DLT on normalised image coordinates, solved for all points at once by a batched SVD.
+    Points at infinity (homogeneous w = 0) come out as inf.
     """
     K_inv_33 = np.linalg.inv(K_33)
     rows = []
     for cam_T_world_44, uv_n2 in ((a_cam_T_world_44, uv_a_n2), (b_cam_T_world_44, uv_b_n2)):
         xy_n2 = (np.concatenate([uv_n2, np.ones((len(uv_n2), 1))], axis=1) @ K_inv_33.T)[:, :2]
-        P_34 = cam_T_world_44[:3]
-        rows.append(xy_n2[:, 0:1] * P_34[2] - P_34[0])
-        rows.append(xy_n2[:, 1:2] * P_34[2] - P_34[1])
+        P_n34 = np.broadcast_to(np.asarray(cam_T_world_44)[..., :3, :], (len(uv_n2), 3, 4))
+        rows.append(xy_n2[:, 0:1] * P_n34[:, 2] - P_n34[:, 0])
+        rows.append(xy_n2[:, 1:2] * P_n34[:, 2] - P_n34[:, 1])
     A_n44 = np.stack(rows, axis=1)
     _, _, Vt_n44 = np.linalg.svd(A_n44)
     X_n4 = Vt_n44[:, -1]

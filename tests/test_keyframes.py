@@ -56,7 +56,7 @@ def test_new_keyframe_every_threshold_of_motion() -> None:
 
 def test_auto_mode_searches_only_the_nearest_keyframes() -> None:
     poses = sideways_track(61, 0.01)
-    config = KeyframeConfig(new_keyframe_distance=0.095, search_keyframes=2, max_sources=4)
+    config = KeyframeConfig(new_keyframe_distance=0.095, search_keyframes=2, max_sources=4, min_translation=0.0)
     plans = {plan.reference_index: plan.source_indices for plan in select_keyframes(poses, CAMERA, config).plans}
     assert set(plans[30]) == {20, 40}
     assert plans[0] == (10,)
@@ -64,13 +64,29 @@ def test_auto_mode_searches_only_the_nearest_keyframes() -> None:
 
 def test_all_mode_takes_sources_on_both_sides() -> None:
     poses = sideways_track(41, 0.01)
-    config = KeyframeConfig(optimal_distance=0.1)
+    config = KeyframeConfig(optimal_distance=0.1, min_translation=0.0)
     selection = select_keyframes(poses, CAMERA, config, mode="all")
     assert selection.keyframe_indices == list(range(41))
     plans = {plan.reference_index: plan.source_indices for plan in selection.plans}
     assert set(plans[20]) == {10, 30}
     assert plans[0] == (10, 9) or plans[0] == (10, 11)
     assert all(isinstance(plan, KeyframePlan) for plan in selection.plans)
+
+
+def test_sources_that_only_turn_are_a_last_resort() -> None:
+    # From the reference: a 14-degree turn on the spot (pose distance 0.2, the optimum) and a
+    # 15 cm shift (pose distance 0.15). Only the shift gives parallax.
+    reference_44 = np.eye(4)
+    turned_44 = make_pose_44(rotation_z_33(math.radians(14.0)), np.zeros(3))
+    shifted_44 = make_pose_44(np.eye(3), np.array([0.15, 0.0, 0.0]))
+    poses = [reference_44, turned_44, shifted_44]
+    config = KeyframeConfig(max_sources=1, min_translation=0.1)
+    plans = {plan.reference_index: plan.source_indices for plan in select_keyframes(poses, CAMERA, config, "all").plans}
+    assert plans[0] == (2,)
+    # With nothing that moved far enough, the turn is still used.
+    plans = {plan.reference_index: plan.source_indices for plan in select_keyframes(poses[:2], CAMERA, config, "all").plans}
+    assert plans[0] == (1,)
+    assert pose_distance(reference_44, turned_44) == pytest.approx(0.2, abs=0.01)
 
 
 def test_cameras_without_overlap_get_no_plan() -> None:

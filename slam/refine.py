@@ -1,0 +1,197 @@
+"""Refinement of given camera poses (a dataset's) to the colour images they are used with.
+
+A dataset's poses can disagree with its colour frames by more than multi-view stereo
+tolerates. 7-Scenes' poses track the depth camera, whose frames are not synchronised with
+the colour ones; the colour frame then sits up to a few frames' motion away from its pose
+(about a degree while the camera turns), and the error changes from frame to frame.
+
+The refinement keeps the given trajectory's frame, scale and overall shape and corrects
+each frame locally: KLT tracks across the frames are triangulated with the current poses,
+every frame is re-posed against the points it sees (robust resection), and the two steps
+alternate. Points are seen from many frames, so per-frame errors average out of them and
+the resection moves each frame towards the pose its colour image shows. A frame that sees
+too few points, or whose correction exceeds the plausible bounds, keeps its given pose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from mvs.geometry import invert_pose_44, rotation_angle
+from mvs.types import Sequence
+from slam.bundle import BundleConfig, bundle_adjust, refine_pose
+from slam.klt import KLTConfig, detect_corners_n2, track_points_n2
+from slam.twoview import triangulate_n3, triangulation_angles_deg_n
+
+
+@dataclass
+class PoseRefineConfig:
+    """Settings of `refine_poses`; pixels refer to the tracking image (the colour image
+    downscaled to at most `max_width` pixels wide).
+
+    min_views: observations a track needs to make a point; min_angle_deg: the smallest angle
+    between the rays of its first and last observation; max_error_px: observations farther
+    than this from their point's projection are dropped. iterations: triangulate-resect
+    rounds. min_points: fewest points a frame must see to be re-posed. max_rotation_deg,
+    max_translation_m: larger corrections are rejected (the frame keeps its pose).
+    """
+
+    max_width: int = 640
+    klt: KLTConfig = field(default_factory=lambda: KLTConfig(max_corners=400))
+    bundle: BundleConfig = field(default_factory=lambda: BundleConfig(iterations=8, rounds=2))
+    min_views: int = 3
+    min_angle_deg: float = 2.0
+    max_error_px: float = 3.0
+    iterations: int = 3
+    min_points: int = 30
+    max_rotation_deg: float = 3.0
+    max_translation_m: float = 0.05
+
+
+@dataclass
+class _Tracks:
+    """Observations of KLT tracks: track `track_m[m]` seen in frame `frame_m[m]` (position in
+    the frame list) at pixel `uv_m2[m]` (full-resolution pixels)."""
+
+    frame_m: np.ndarray
+    track_m: np.ndarray
+    uv_m2: np.ndarray
+
+
+@dataclass
+class PoseRefinement:
+    """Refined camera-to-world poses by dataset index, and what the refinement did.
+
+    rotation_deg, translation_m: size of each re-posed frame's correction;
+    kept: indices of the frames that kept their given pose; points: points triangulated.
+    """
+
+    world_T_cam_44: dict[int, np.ndarray]
+    rotation_deg: dict[int, float]
+    translation_m: dict[int, float]
+    kept: list[int]
+    points: int
+
+
+def camera_centres_k3(cam_T_world_k44: np.ndarray) -> np.ndarray:
+    """Camera centres (K, 3) in world coordinates of world-to-camera poses (K, 4, 4)."""
+    return -np.einsum("kji,kj->ki", cam_T_world_k44[:, :3, :3], cam_T_world_k44[:, :3, 3])
+
+
+def _track_frames(sequence: Sequence, indices: list[int], config: PoseRefineConfig) -> _Tracks:
+    """KLT tracks through `indices` in order, corners replenished in every frame."""
+    scale = min(1.0, config.max_width / sequence.camera.width)
+    frames, tracks, uvs = [], [], []
+    previous_hw: np.ndarray | None = None
+    uv_n2 = np.zeros((0, 2), dtype=np.float32)
+    id_n = np.zeros(0, dtype=np.int64)
+    next_id = 0
+    for position, index in enumerate(tqdm(indices, desc="refining poses: tracks", unit="frame")):
+        grey_hw = cv2.cvtColor(sequence.load_frame(index).image_hw3, cv2.COLOR_RGB2GRAY)
+        if scale < 1.0:
+            grey_hw = cv2.resize(grey_hw, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if previous_hw is not None and len(uv_n2):
+            uv_n2, ok_n = track_points_n2(previous_hw, grey_hw, uv_n2, config.klt)
+            uv_n2, id_n = uv_n2[ok_n], id_n[ok_n]
+        new_n2 = detect_corners_n2(grey_hw, uv_n2, config.klt.max_corners - len(uv_n2), config.klt)
+        uv_n2 = np.concatenate([uv_n2, new_n2]).astype(np.float32)
+        id_n = np.concatenate([id_n, np.arange(next_id, next_id + len(new_n2))])
+        next_id += len(new_n2)
+        frames.append(np.full(len(id_n), position))
+        tracks.append(id_n.copy())
+        uvs.append(uv_n2.astype(np.float64))
+        previous_hw = grey_hw
+    # Tracking pixel centres at integers map back by (u + 0.5) / scale - 0.5.
+    uv_m2 = (np.concatenate(uvs) + 0.5) / scale - 0.5
+    return _Tracks(np.concatenate(frames), np.concatenate(tracks), uv_m2)
+
+
+def _triangulate(
+    K_33: np.ndarray, cam_T_world_k44: np.ndarray, tracks: _Tracks, config: PoseRefineConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """World points (N, 3) of the tracks seen `min_views` times with enough parallax, and for
+    each observation the row of its point (-1 where it has none or is an outlier)."""
+    track_ids, inverse_m, counts = np.unique(tracks.track_m, return_inverse=True, return_counts=True)
+    order_m = np.argsort(inverse_m, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    first_m, last_m = order_m[starts], order_m[starts + counts - 1]
+    long_t = counts >= config.min_views
+    first_m, last_m = first_m[long_t], last_m[long_t]
+    a_k44, b_k44 = cam_T_world_k44[tracks.frame_m[first_m]], cam_T_world_k44[tracks.frame_m[last_m]]
+    points_t3 = triangulate_n3(K_33, a_k44, b_k44, tracks.uv_m2[first_m], tracks.uv_m2[last_m])
+    centres_a_t3 = camera_centres_k3(a_k44)
+    centres_b_t3 = camera_centres_k3(b_k44)
+    finite_t = np.isfinite(points_t3).all(axis=1)
+    angle_t = np.zeros(len(points_t3))
+    angle_t[finite_t] = triangulation_angles_deg_n(points_t3[finite_t], centres_a_t3[finite_t], centres_b_t3[finite_t])
+    good_t = finite_t & (angle_t >= config.min_angle_deg)
+    point_of_track = np.full(len(track_ids), -1)
+    point_of_track[np.flatnonzero(long_t)[good_t]] = np.arange(good_t.sum())
+    points_n3 = points_t3[good_t]
+    point_m = point_of_track[inverse_m]
+    observed_m = point_m >= 0
+    if not observed_m.any():
+        return points_n3, point_m
+    # Multi-view refinement of the points with every camera held fixed.
+    result = bundle_adjust(
+        K_33,
+        cam_T_world_k44,
+        points_n3,
+        tracks.frame_m[observed_m],
+        point_m[observed_m],
+        tracks.uv_m2[observed_m],
+        np.ones(len(cam_T_world_k44), dtype=bool),
+        config.bundle,
+    )
+    points_n3 = result.points_n3
+    errors_m = np.full(len(point_m), np.inf)
+    errors_m[observed_m] = result.errors_m
+    point_m = np.where(errors_m <= config.max_error_px, point_m, -1)
+    return points_n3, point_m
+
+
+def refine_poses(sequence: Sequence, world_T_cam_44: dict[int, np.ndarray], config: PoseRefineConfig) -> PoseRefinement:
+    """Refine the camera-to-world poses `world_T_cam_44` (by dataset index) of `sequence`'s
+    selected frames to its colour images, as the module docstring describes (metres)."""
+    indices = [i for i in sequence.indices if i in world_T_cam_44]
+    K_33 = sequence.camera.K_33
+    given_k44 = np.stack([invert_pose_44(world_T_cam_44[i]) for i in indices])
+    tracks = _track_frames(sequence, indices, config)
+    cam_T_world_k44 = given_k44.copy()
+    refined_k = np.zeros(len(indices), dtype=bool)
+    points_n3 = np.zeros((0, 3))
+    for _ in tqdm(range(config.iterations), desc="refining poses: resection", unit="round"):
+        points_n3, point_m = _triangulate(K_33, cam_T_world_k44, tracks, config)
+        for k in range(len(indices)):
+            seen_m = (tracks.frame_m == k) & (point_m >= 0)
+            if seen_m.sum() < config.min_points:
+                continue
+            pose_44, errors_n = refine_pose(
+                K_33, cam_T_world_k44[k], points_n3[point_m[seen_m]], tracks.uv_m2[seen_m], config.bundle
+            )
+            correction_44 = pose_44 @ invert_pose_44(given_k44[k])
+            plausible = (
+                np.rad2deg(rotation_angle(correction_44[:3, :3])) <= config.max_rotation_deg
+                and np.linalg.norm(invert_pose_44(pose_44)[:3, 3] - invert_pose_44(given_k44[k])[:3, 3])
+                <= config.max_translation_m
+                and np.sum(errors_n <= config.max_error_px) >= config.min_points
+            )
+            cam_T_world_k44[k] = pose_44 if plausible else given_k44[k]
+            refined_k[k] = plausible
+    refined = {i: invert_pose_44(cam_T_world_k44[k]) if refined_k[k] else world_T_cam_44[i] for k, i in enumerate(indices)}
+    return PoseRefinement(
+        world_T_cam_44=refined,
+        rotation_deg={
+            i: float(np.rad2deg(rotation_angle(cam_T_world_k44[k][:3, :3] @ given_k44[k][:3, :3].T)))
+            for k, i in enumerate(indices) if refined_k[k]
+        },
+        translation_m={
+            i: float(np.linalg.norm(refined[i][:3, 3] - world_T_cam_44[i][:3, 3])) for k, i in enumerate(indices) if refined_k[k]
+        },
+        kept=[i for k, i in enumerate(indices) if not refined_k[k]],
+        points=len(points_n3),
+    )
