@@ -344,6 +344,31 @@ def bundle_adjust(
     )
 
 
+def resect_poses(
+    K_33: np.ndarray,
+    cam_T_world_k44: np.ndarray,
+    points_n3: np.ndarray,
+    cam_index_m: np.ndarray,
+    point_index_m: np.ndarray,
+    uv_m2: np.ndarray,
+    config: BundleConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Refine K camera poses (K, 4, 4) world-to-camera against fixed world points (N, 3),
+    from M observations as in `bundle_adjust`. With the points fixed the cameras decouple,
+    so one solve moves them all (6x6 blocks). Returns the refined poses and the final
+    reprojection error (M,) of every observation (pixels, inf behind a camera)."""
+    config = config or BundleConfig()
+    problem = _Problem(K_33, cam_index_m, point_index_m, np.asarray(uv_m2, dtype=np.float64), config)
+    cam_T_world_k7 = pp.mat2SE3(torch.from_numpy(np.asarray(cam_T_world_k44, dtype=np.float64)), check=False)
+    points_t_n3 = torch.from_numpy(np.asarray(points_n3, dtype=np.float64))
+    with _torch_threads(config.threads):
+        refined_k7, _, _, _, _ = _robust_rounds(
+            problem, cam_T_world_k7, points_t_n3, torch.ones(len(cam_T_world_k44), dtype=torch.bool), False
+        )
+        errors_m = problem.errors_m(refined_k7, points_t_n3).numpy()
+    return _matrix_k44(refined_k7).numpy(), errors_m
+
+
 def refine_pose(
     K_33: np.ndarray,
     cam_T_world_44: np.ndarray,
@@ -356,7 +381,6 @@ def refine_pose(
     Returns the refined cam_T_world (4, 4) and the reprojection errors (N,) in pixels
     (inf behind the camera).
     """
-    config = config or BundleConfig()
     points_n3 = np.asarray(points_n3, dtype=np.float64)
     uv_n2 = np.asarray(uv_n2, dtype=np.float64)
     if points_n3.ndim != 2 or points_n3.shape[1] != 3 or uv_n2.shape != (len(points_n3), 2):
@@ -364,11 +388,7 @@ def refine_pose(
             f"refine_pose: expected (N, 3) points and (N, 2) pixels, got {points_n3.shape} and {uv_n2.shape}"
         )
     count = len(points_n3)
-    problem = _Problem(K_33, np.zeros(count, dtype=np.int64), np.arange(count), uv_n2, config)
-    cam_T_world_17 = pp.mat2SE3(torch.from_numpy(np.asarray(cam_T_world_44, dtype=np.float64)[None]), check=False)
-    with _torch_threads(config.threads):
-        refined_17, points_t_n3, _, _, _ = _robust_rounds(
-            problem, cam_T_world_17, torch.from_numpy(points_n3), torch.ones(1, dtype=torch.bool), False
-        )
-        errors_n = problem.errors_m(refined_17, points_t_n3).numpy()
-    return _matrix_k44(refined_17)[0].numpy(), errors_n
+    refined_144, errors_n = resect_poses(
+        K_33, np.asarray(cam_T_world_44)[None], points_n3, np.zeros(count, dtype=np.int64), np.arange(count), uv_n2, config
+    )
+    return refined_144[0], errors_n

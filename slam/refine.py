@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from mvs.geometry import invert_pose_44, rotation_angle
 from mvs.types import Sequence
-from slam.bundle import BundleConfig, bundle_adjust, refine_pose
+from slam.bundle import BundleConfig, bundle_adjust, resect_poses
 from slam.klt import KLTConfig, detect_corners_n2, track_points_n2
 from slam.twoview import triangulate_n3, triangulation_angles_deg_n
 
@@ -157,41 +157,36 @@ def _triangulate(
 def refine_poses(sequence: Sequence, world_T_cam_44: dict[int, np.ndarray], config: PoseRefineConfig) -> PoseRefinement:
     """Refine the camera-to-world poses `world_T_cam_44` (by dataset index) of `sequence`'s
     selected frames to its colour images, as the module docstring describes (metres)."""
+    if config.iterations < 1:
+        raise ValueError(f"PoseRefineConfig: expected iterations >= 1, got {config.iterations}")
     indices = [i for i in sequence.indices if i in world_T_cam_44]
     K_33 = sequence.camera.K_33
     given_k44 = np.stack([invert_pose_44(world_T_cam_44[i]) for i in indices])
     tracks = _track_frames(sequence, indices, config)
     cam_T_world_k44 = given_k44.copy()
-    refined_k = np.zeros(len(indices), dtype=bool)
-    points_n3 = np.zeros((0, 3))
     for _ in tqdm(range(config.iterations), desc="refining poses: resection", unit="round"):
         points_n3, point_m = _triangulate(K_33, cam_T_world_k44, tracks, config)
-        for k in range(len(indices)):
-            seen_m = (tracks.frame_m == k) & (point_m >= 0)
-            if seen_m.sum() < config.min_points:
-                continue
-            pose_44, errors_n = refine_pose(
-                K_33, cam_T_world_k44[k], points_n3[point_m[seen_m]], tracks.uv_m2[seen_m], config.bundle
-            )
-            correction_44 = pose_44 @ invert_pose_44(given_k44[k])
-            plausible = (
-                np.rad2deg(rotation_angle(correction_44[:3, :3])) <= config.max_rotation_deg
-                and np.linalg.norm(invert_pose_44(pose_44)[:3, 3] - invert_pose_44(given_k44[k])[:3, 3])
-                <= config.max_translation_m
-                and np.sum(errors_n <= config.max_error_px) >= config.min_points
-            )
-            cam_T_world_k44[k] = pose_44 if plausible else given_k44[k]
-            refined_k[k] = plausible
+        seen_m = point_m >= 0
+        seen_k = np.bincount(tracks.frame_m[seen_m], minlength=len(indices))
+        resected_k44, errors_m = resect_poses(
+            K_33, cam_T_world_k44, points_n3, tracks.frame_m[seen_m], point_m[seen_m], tracks.uv_m2[seen_m], config.bundle
+        )
+        inliers_k = np.bincount(tracks.frame_m[seen_m][errors_m <= config.max_error_px], minlength=len(indices))
+        correction_k44 = resected_k44 @ np.linalg.inv(given_k44)
+        rotation_k = np.array([np.rad2deg(rotation_angle(c_44[:3, :3])) for c_44 in correction_k44])
+        shift_k = np.linalg.norm(camera_centres_k3(resected_k44) - camera_centres_k3(given_k44), axis=1)
+        refined_k = (
+            (seen_k >= config.min_points)
+            & (inliers_k >= config.min_points)
+            & (rotation_k <= config.max_rotation_deg)
+            & (shift_k <= config.max_translation_m)
+        )
+        cam_T_world_k44 = np.where(refined_k[:, None, None], resected_k44, given_k44)
     refined = {i: invert_pose_44(cam_T_world_k44[k]) if refined_k[k] else world_T_cam_44[i] for k, i in enumerate(indices)}
     return PoseRefinement(
         world_T_cam_44=refined,
-        rotation_deg={
-            i: float(np.rad2deg(rotation_angle(cam_T_world_k44[k][:3, :3] @ given_k44[k][:3, :3].T)))
-            for k, i in enumerate(indices) if refined_k[k]
-        },
-        translation_m={
-            i: float(np.linalg.norm(refined[i][:3, 3] - world_T_cam_44[i][:3, 3])) for k, i in enumerate(indices) if refined_k[k]
-        },
+        rotation_deg={i: float(rotation_k[k]) for k, i in enumerate(indices) if refined_k[k]},
+        translation_m={i: float(shift_k[k]) for k, i in enumerate(indices) if refined_k[k]},
         kept=[i for k, i in enumerate(indices) if not refined_k[k]],
         points=len(points_n3),
     )
