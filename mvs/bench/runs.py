@@ -1,7 +1,10 @@
 """The product's own commands run as child processes, with wall time and peak memory.
 
 A child's peak resident memory comes from `os.wait4` (Linux `ru_maxrss`: the largest
-resident set of the child or of any process it waited for, not their sum).
+resident set of the child or of any process it waited for, not their sum). Linux carries the
+parent's resident high-water mark into the child through exec, so the figure is only the
+child's own when the parent is small at the spawn: suites start their children before they
+load anything large themselves.
 """
 
 from __future__ import annotations
