@@ -30,8 +30,9 @@ from slam.twoview import triangulate_n3, triangulation_angles_deg_n
 
 @dataclass
 class PoseRefineConfig:
-    """Settings of `refine_poses`; pixels refer to the tracking image (the colour image
-    downscaled to at most `max_width` pixels wide).
+    """Settings of `refine_poses`. KLT tracks the colour image downscaled to at most
+    `max_width` pixels wide (the `klt` pixels are of that image); `max_error_px` is in pixels
+    of the colour image.
 
     min_views: observations a track needs to make a point; min_angle_deg: the smallest angle
     between the rays of its first and last observation; max_error_px: observations farther
