@@ -26,7 +26,10 @@ from slam.trajectory import read_tum_trajectory
 
 MAX_FRUSTUMS = 25
 FRUSTUM_DEPTH_SHARE = 0.03  # frustum depth as a share of the scene's diagonal
-SCREENSHOT_SECONDS = 600
+SCREENSHOT_SECONDS = 120
+SCREENSHOT_ATTEMPTS = 3
+"""Mesa's software Vulkan driver now and then never finishes a frame (one thread spins in
+its rasteriser); the same render in a fresh process then finishes in seconds."""
 
 
 class DisplayUnavailable(RuntimeError):
@@ -145,17 +148,30 @@ def show_window(scene: Scene) -> None:
 
 def screenshot_in_subprocess(path: Path, png_path: Path, width: int, height: int) -> Path:
     """`python -m mvs.view PATH --screenshot PNG` in a child process, so that a renderer that
-    aborts cannot take the caller down; raises RenderingUnavailable with the child's reason."""
+    aborts cannot take the caller down, tried again in a new process when a render does not
+    finish in SCREENSHOT_SECONDS; raises RenderingUnavailable with the child's reason."""
     command = [sys.executable, "-m", "mvs.view", str(path), "--screenshot", str(png_path), "--size", f"{width}x{height}"]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=SCREENSHOT_SECONDS)
-    except subprocess.TimeoutExpired as error:
-        raise RenderingUnavailable(f"rendering {path} took longer than {SCREENSHOT_SECONDS} s") from error
+    result = run_until_finished(command, SCREENSHOT_SECONDS, SCREENSHOT_ATTEMPTS)
+    if result is None:
+        raise RenderingUnavailable(
+            f"rendering {path} did not finish in {SCREENSHOT_SECONDS} s, {SCREENSHOT_ATTEMPTS} times in a row"
+        )
     if result.returncode != 0:
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         reason = errors[-1] if errors else (result.stderr.strip().splitlines() or ["no message"])[-1]
         raise RenderingUnavailable(f"rendering {path} failed (exit code {result.returncode}): {reason}")
     return png_path
+
+
+def run_until_finished(command: list[str], seconds: float, attempts: int) -> subprocess.CompletedProcess | None:
+    """Run `command` (output captured) until one run ends within `seconds`, at most
+    `attempts` times; None when none did."""
+    for _ in range(attempts):
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=seconds)
+        except subprocess.TimeoutExpired:
+            continue
+    return None
 
 
 def parse_size(text: str) -> tuple[int, int]:

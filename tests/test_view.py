@@ -18,7 +18,7 @@ from mvs.render import (
     overview_view,
 )
 from mvs.run import main as run_main
-from mvs.view import load_scene, main, screenshot_view
+from mvs.view import SCREENSHOT_ATTEMPTS, SCREENSHOT_SECONDS, load_scene, main, run_until_finished, screenshot_view
 
 BOX_RGB = np.array([0.8, 0.3, 0.1])
 WIDTH, HEIGHT = 320, 240
@@ -34,9 +34,12 @@ def box_mesh(centre_3: np.ndarray, size: float) -> o3d.geometry.TriangleMesh:
 
 
 def render_cli(path, png, size=f"{WIDTH}x{HEIGHT}") -> subprocess.CompletedProcess:
-    """The screenshot command in a child process (one renderer per process)."""
-    return subprocess.run([sys.executable, "-m", "mvs.view", str(path), "--screenshot", str(png), "--size", size],
-                          capture_output=True, text=True, timeout=300)
+    """The screenshot command in a child process (one renderer per process), run again in a
+    new process when the software renderer does not finish, as `screenshot_in_subprocess` does."""
+    command = [sys.executable, "-m", "mvs.view", str(path), "--screenshot", str(png), "--size", size]
+    result = run_until_finished(command, SCREENSHOT_SECONDS, SCREENSHOT_ATTEMPTS)
+    assert result is not None, f"{command} did not finish in {SCREENSHOT_SECONDS} s, {SCREENSHOT_ATTEMPTS} times"
+    return result
 
 
 def test_look_at_points_the_camera_at_the_target_with_up_up():
@@ -163,3 +166,13 @@ def test_run_with_view_and_no_display_finishes_and_says_so(small_room, tmp_path,
     captured = capsys.readouterr()
     assert "not opening the viewer" in captured.err and f"mvs.view {out} --screenshot" in captured.err
     assert str(out / "report.html") in captured.out
+
+
+def test_a_render_that_never_finishes_is_run_again_in_a_new_process(tmp_path):
+    # The first run hangs (as Mesa's software renderer now and then does), the second finishes.
+    marker = tmp_path / "tried"
+    hang_once = ("import pathlib, sys, time; m = pathlib.Path(sys.argv[1]); first = not m.exists(); "
+                 "m.touch(); time.sleep(30 if first else 0); print('finished')")
+    result = run_until_finished([sys.executable, "-c", hang_once, str(marker)], 3.0, 2)
+    assert result is not None and result.stdout.strip() == "finished"
+    assert run_until_finished([sys.executable, "-c", "import time; time.sleep(30)"], 1.0, 2) is None
