@@ -325,17 +325,26 @@ def bundle_adjust(
     fixed_k = np.asarray(fixed_k, dtype=bool)
     if fixed_k.shape != (num_cams,):
         raise ValueError(f"bundle_adjust: expected fixed_k of shape ({num_cams},), got {fixed_k.shape}")
-    problem = _Problem(K_33, cam_index_m, point_index_m, uv_m2, config)
+    result = _solve(
+        _Problem(K_33, cam_index_m, point_index_m, uv_m2, config), cam_T_world_k44, points_n3, ~fixed_k, True
+    )
+    result.cam_T_world_k44[fixed_k] = cam_T_world_k44[fixed_k]
+    return result
+
+
+def _solve(
+    problem: _Problem, cam_T_world_k44: np.ndarray, points_n3: np.ndarray, free_cam_k: np.ndarray, optimise_points: bool
+) -> BundleResult:
+    """`_robust_rounds` on `problem` from numpy poses (K, 4, 4) and points (N, 3) (float64),
+    with `config.threads` torch threads, back to numpy."""
     cam_T_world_k7 = pp.mat2SE3(torch.from_numpy(cam_T_world_k44), check=False)
-    with _torch_threads(config.threads):
+    with _torch_threads(problem.config.threads):
         refined_k7, refined_n3, initial_cost, final_cost, iterations = _robust_rounds(
-            problem, cam_T_world_k7, torch.from_numpy(points_n3.copy()), torch.from_numpy(~fixed_k), True
+            problem, cam_T_world_k7, torch.from_numpy(points_n3.copy()), torch.from_numpy(free_cam_k), optimise_points
         )
         errors_m = problem.errors_m(refined_k7, refined_n3).numpy()
-    refined_k44 = _matrix_k44(refined_k7).numpy()
-    refined_k44[fixed_k] = cam_T_world_k44[fixed_k]
     return BundleResult(
-        cam_T_world_k44=refined_k44,
+        cam_T_world_k44=_matrix_k44(refined_k7).numpy(),
         points_n3=refined_n3.numpy(),
         errors_m=errors_m,
         initial_cost=initial_cost,
@@ -357,16 +366,12 @@ def resect_poses(
     from M observations as in `bundle_adjust`. With the points fixed the cameras decouple,
     so one solve moves them all (6x6 blocks). Returns the refined poses and the final
     reprojection error (M,) of every observation (pixels, inf behind a camera)."""
-    config = config or BundleConfig()
-    problem = _Problem(K_33, cam_index_m, point_index_m, np.asarray(uv_m2, dtype=np.float64), config)
-    cam_T_world_k7 = pp.mat2SE3(torch.from_numpy(np.asarray(cam_T_world_k44, dtype=np.float64)), check=False)
-    points_t_n3 = torch.from_numpy(np.asarray(points_n3, dtype=np.float64))
-    with _torch_threads(config.threads):
-        refined_k7, _, _, _, _ = _robust_rounds(
-            problem, cam_T_world_k7, points_t_n3, torch.ones(len(cam_T_world_k44), dtype=torch.bool), False
-        )
-        errors_m = problem.errors_m(refined_k7, points_t_n3).numpy()
-    return _matrix_k44(refined_k7).numpy(), errors_m
+    problem = _Problem(K_33, cam_index_m, point_index_m, np.asarray(uv_m2, dtype=np.float64), config or BundleConfig())
+    cam_T_world_k44 = np.asarray(cam_T_world_k44, dtype=np.float64)
+    result = _solve(
+        problem, cam_T_world_k44, np.asarray(points_n3, dtype=np.float64), np.ones(len(cam_T_world_k44), dtype=bool), False
+    )
+    return result.cam_T_world_k44, result.errors_m
 
 
 def refine_pose(
