@@ -162,7 +162,8 @@ def refine_poses(sequence: Sequence, world_T_cam_44: dict[int, np.ndarray], conf
         raise ValueError(f"PoseRefineConfig: expected iterations >= 1, got {config.iterations}")
     indices = [i for i in sequence.indices if i in world_T_cam_44]
     K_33 = sequence.camera.K_33
-    given_k44 = np.stack([invert_pose_44(world_T_cam_44[i]) for i in indices])
+    world_T_given_k44 = np.stack([world_T_cam_44[i] for i in indices])
+    given_k44 = np.stack([invert_pose_44(pose_44) for pose_44 in world_T_given_k44])
     tracks = _track_frames(sequence, indices, config)
     cam_T_world_k44 = given_k44.copy()
     for _ in tqdm(range(config.iterations), desc="refining poses: resection", unit="round"):
@@ -173,9 +174,9 @@ def refine_poses(sequence: Sequence, world_T_cam_44: dict[int, np.ndarray], conf
             K_33, cam_T_world_k44, points_n3, tracks.frame_m[seen_m], point_m[seen_m], tracks.uv_m2[seen_m], config.bundle
         )
         inliers_k = np.bincount(tracks.frame_m[seen_m][errors_m <= config.max_error_px], minlength=len(indices))
-        correction_k44 = resected_k44 @ np.linalg.inv(given_k44)
+        correction_k44 = resected_k44 @ world_T_given_k44
         rotation_k = np.array([np.rad2deg(rotation_angle(c_44[:3, :3])) for c_44 in correction_k44])
-        shift_k = np.linalg.norm(camera_centres_k3(resected_k44) - camera_centres_k3(given_k44), axis=1)
+        shift_k = np.linalg.norm(camera_centres_k3(resected_k44) - world_T_given_k44[:, :3, 3], axis=1)
         refined_k = (
             (seen_k >= config.min_points)
             & (inliers_k >= config.min_points)
