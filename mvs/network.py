@@ -4,7 +4,9 @@ inverse depth.
 
 Input images are RGB in [0, 1] at the working resolution (H, W), both divisible by 4. The
 learned-feature and a ZNCC cost volume live at (H/4, W/4); a second ZNCC volume over
-larger patches at (H/2, W/2) carries the fine geometry. Depth comes out as inverse depth
+larger patches at (H/2, W/2) carries the fine geometry; the same volume averaged over
+wide windows, as a classic sweep aggregates its costs, anchors the finest depth to what
+the images match (see `ModelConfig.aggregation_window`). Depth comes out as inverse depth
 (1/metres) at 1/16, 1/8, 1/4 and 1/2 of the input resolution. The two coarse scales are
 sigmoids squashed into [1/far, 1/near]; the two fine ones are expectations over the swept
 planes (soft-argmin) of per-plane scores, so each plane's cost maps onto its own score and
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mvs.costvolume import (
+    box_filter_bchw,
     box_mean_variance_bchw,
     feature_cost_volume,
     inverse_depth_hypotheses_d,
@@ -66,6 +69,12 @@ class ModelConfig:
     zncc_window: patch size of the photometric ZNCC cost at 1/4 resolution (pixels).
     fine_zncc_window: patch size of the ZNCC cost at 1/2 resolution (pixels).
     widths: U-Net channels at 1/4, 1/8, 1/16 and 1/32 of the input resolution.
+    aggregation_window, aggregated_cost_gain: the 1/2-resolution ZNCC costs averaged over
+        `aggregation_window` x `aggregation_window` pixels (a box at 1/2 resolution) enter
+        the finest plane scores times this fixed gain. Costs pooled over large patches are
+        the part of the evidence that transfers from synthetic training rooms to real ones
+        (they are what a classic sweep's winner-take-all relies on); the network's learned
+        corrections add to them instead of replacing them. 0 turns the term off.
     """
 
     near: float = 0.25
@@ -75,6 +84,8 @@ class ModelConfig:
     zncc_window: int = 3
     fine_zncc_window: int = 5
     widths: tuple[int, int, int, int] = (48, 64, 96, 128)
+    aggregation_window: int = 25
+    aggregated_cost_gain: float = 40.0
 
 
 @dataclass
@@ -255,6 +266,9 @@ class DepthNet(nn.Module):
             - self.fine_cost_gain * fine_cost.cost_bdhw
             + F.interpolate(scores_quarter_bdhw, size=(h // 2, w // 2), mode="bilinear", align_corners=False)
         )
+        if self.config.aggregated_cost_gain > 0:
+            aggregated_bdhw = box_filter_bchw(fine_cost.cost_bdhw, self.config.aggregation_window)
+            scores_half_bdhw = scores_half_bdhw - self.config.aggregated_cost_gain * aggregated_bdhw
         coarse_b1hw = [self.to_inverse_depth(head(y)) for head, y in zip(self.coarse_heads, (y2, y1))]
         fine_b1hw = [soft_argmin_inverse_b1hw(scores, depth_d) for scores in (scores_quarter_bdhw, scores_half_bdhw)]
         return ModelOutput(

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from mvs.depth_metrics import DepthMetrics, DepthMetricsAccumulator
 from mvs.geometry import invert_pose_44, make_pose_44
 from mvs.losses import LossConfig, depth_loss
-from mvs.network import WEIGHTS_DIR, DepthNet, ModelConfig, save_model
+from mvs.network import WEIGHTS_DIR, DepthNet, ModelConfig, load_model, resolve_weights_path, save_model
 from mvs.sequences import open_sequence
 from mvs.synth import RoomSpec, generate_room
 from mvs.types import Camera
@@ -81,7 +81,8 @@ class TrainConfig:
     Learning rate: linear warm-up for `warmup_steps`, then cosine decay to `min_learning_rate`.
     Source sampling: pose distances in [min_source_distance, max_source_distance], the
     preferred distance drawn from `optimal_distance_range`. weights_dir: where NAME.pt goes
-    (empty: the package's `mvs/weights`).
+    (empty: the package's `mvs/weights`). init_weights: a model (name under mvs/weights or a
+    .pt path) whose parameters training starts from, to fine-tune it (empty: random).
     """
 
     name: str = "depthnet"
@@ -109,6 +110,7 @@ class TrainConfig:
     data_dir: str = "sequences/synthetic/train"
     runs_dir: str = "runs/train"
     weights_dir: str = ""
+    init_weights: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -368,6 +370,9 @@ def run(config: TrainConfig, resume: bool) -> DepthMetrics:
 
     torch.manual_seed(config.seed)
     model = DepthNet(config.model)
+    if config.init_weights and not resume:
+        model.load_state_dict(load_model(resolve_weights_path(config.init_weights)).model.state_dict())
+        print(f"starting from the parameters of {resolve_weights_path(config.init_weights)}", flush=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     rng = np.random.default_rng(config.seed)
     history = History()
@@ -454,6 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=defaults.data_dir, help="where training rooms are rendered")
     parser.add_argument("--runs-dir", default=defaults.runs_dir, help="checkpoints, log and loss curve")
     parser.add_argument("--resume", action="store_true", help="continue from runs-dir/NAME/checkpoint.pt")
+    parser.add_argument("--init", default="", help="fine-tune: start from this model (name or .pt path)")
     args = parser.parse_args(argv)
     config = dataclasses.replace(
         defaults,
@@ -469,6 +475,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         data_dir=args.data_dir,
         runs_dir=args.runs_dir,
+        init_weights=args.init,
     )
     if config.rooms < 1 or config.val_rooms < 1 or config.steps < 1 or config.batch_size < 1:
         raise ValueError(

@@ -166,10 +166,13 @@ def test_unseen_planes_hold_the_neutral_cost() -> None:
     assert torch.all(cost_volume.cost_bdhw[0, 0] == NEUTRAL_COST)
 
 
-def test_box_filter_matches_average_pooling() -> None:
+@pytest.mark.parametrize("window", [3, 5, 9, 15])
+def test_box_filter_matches_average_pooling(window: int) -> None:
+    """Square (small windows) and separated (large windows) kernels both average over the
+    pixels inside the image."""
     x_bchw = torch.rand(2, 3, 17, 23)
-    expected = F.avg_pool2d(x_bchw, 5, stride=1, padding=2, count_include_pad=False)
-    assert torch.allclose(box_filter_bchw(x_bchw, 5), expected, atol=1e-6)
+    expected = F.avg_pool2d(x_bchw, window, stride=1, padding=window // 2, count_include_pad=False)
+    assert torch.allclose(box_filter_bchw(x_bchw, window), expected, atol=1e-6)
     with pytest.raises(ValueError, match="odd window"):
         box_filter_bchw(x_bchw, 4)
 

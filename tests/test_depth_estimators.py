@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mvs.config import DepthConfig
-from mvs.depth import ClassicDepthEstimator, LearnedDepthEstimator
+from mvs.depth import ClassicDepthEstimator, LearnedDepthEstimator, prepare_inputs
 from mvs.depth_metrics import DepthMetricsAccumulator
 from mvs.geometry import invert_pose_44, make_pose_44, register_depth_hw
 from mvs.network import (
@@ -176,3 +176,24 @@ def test_local_contrast_ignores_gain_and_offset_and_flattens_flat_patches() -> N
     assert contrast_b1hw.abs().max() > 1.0
     flat_b1hw = torch.full((1, 1, 24, 32), 0.4)
     assert local_contrast_b1hw(flat_b1hw, 5).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("plane_depth", [1.2, 3.0])
+def test_aggregated_costs_anchor_an_untrained_model_to_the_matching_plane(plane_depth: float) -> None:
+    """With random learned corrections, the wide-window aggregated ZNCC term alone puts the
+    finest depth of a textured fronto-parallel plane within 3 % of the truth; without it the
+    same untrained network is far off."""
+    camera = small_camera(160, 120)
+    reference, sources = plane_frames(camera, plane_depth)
+    inputs = prepare_inputs(reference, sources, camera, 160, 120, torch.device("cpu"))
+    errors = {}
+    for gain in (ModelConfig().aggregated_cost_gain, 0.0):
+        torch.manual_seed(0)
+        model = DepthNet(ModelConfig(widths=(16, 16, 16, 16), aggregated_cost_gain=gain)).eval()
+        with torch.no_grad():
+            output = model(inputs.ref_image_b3hw, inputs.src_images_bn3hw, inputs.K_b33, inputs.src_T_ref_bn44)
+        depth_hw = 1.0 / output.inverse_depths_b1hw[-1][0, 0]
+        inner_hw = depth_hw[10:-10, 10:-10]  # pixels whose aggregation window lies mostly in view
+        errors[gain] = float((inner_hw / plane_depth - 1.0).abs().median())
+    assert errors[ModelConfig().aggregated_cost_gain] < 0.03
+    assert errors[0.0] > 0.1

@@ -12,7 +12,7 @@ import torch
 
 import mvs.train as train
 from mvs.geometry import invert_pose_44, make_pose_44
-from mvs.network import ModelConfig, load_model
+from mvs.network import DepthNet, ModelConfig, load_model, save_model
 from mvs.types import Camera
 
 
@@ -100,3 +100,24 @@ def test_tiny_training_run_writes_weights_and_resumes(tmp_path: Path, monkeypatc
     assert np.isfinite(resumed.abs_rel)
     with pytest.raises(ValueError, match="no checkpoint"):
         train.run(dataclasses.replace(config, name="other"), resume=True)
+
+
+def test_fine_tuning_starts_from_the_given_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a learning rate of 0 the fine-tuned model's parameters are those it started from
+    (batch-norm statistics aside, which training updates without the optimiser)."""
+    monkeypatch.setattr(train, "prepare_room", lambda seed, textureless, config: fake_room())
+    model_config = ModelConfig(widths=(8, 8, 8, 8), feature_channels=4)
+    torch.manual_seed(7)
+    start = DepthNet(model_config)
+    save_model(tmp_path / "start.pt", start, {}, {})
+    config = train.TrainConfig(
+        name="tuned", rooms=1, val_rooms=1, steps=1, batch_size=1, warmup_steps=1, val_every=1,
+        learning_rate=0.0, min_learning_rate=0.0, val_samples_per_room=1, runs_dir=str(tmp_path / "runs"),
+        weights_dir=str(tmp_path / "weights"), model=model_config, init_weights=str(tmp_path / "start.pt"),
+    )
+    train.run(config, resume=False)
+    tuned = load_model(tmp_path / "weights" / "tuned.pt").model.named_parameters()
+    started = dict(start.named_parameters())
+    assert all(torch.equal(value, started[name]) for name, value in tuned)
+    fresh = DepthNet(model_config)
+    assert not torch.equal(fresh.encoder.layers[0][0].weight, start.encoder.layers[0][0].weight)
