@@ -371,8 +371,9 @@ def run(config: TrainConfig, resume: bool) -> DepthMetrics:
     torch.manual_seed(config.seed)
     model = DepthNet(config.model)
     if config.init_weights and not resume:
-        model.load_state_dict(load_model(resolve_weights_path(config.init_weights)).model.state_dict())
-        print(f"starting from the parameters of {resolve_weights_path(config.init_weights)}", flush=True)
+        init_path = resolve_weights_path(config.init_weights)
+        model.load_state_dict(load_model(init_path).model.state_dict())
+        print(f"starting from the parameters of {init_path}", flush=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     rng = np.random.default_rng(config.seed)
     history = History()
