@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from fusion.consistency import ConsistencyConfig
+from mvs.local_sweep import LocalSweepConfig
 from mvs.regressors import ClassicRegressorConfig
 from slam.frontend import VOConfig
 from slam.keyframes import KeyframeConfig
@@ -70,7 +71,9 @@ class DepthConfig:
     classic_downscale: the classic cost volume is built at the working size over this factor.
     zncc_window: ZNCC patch size (pixels at the cost volume's resolution).
     learned_min_confidence: learned pixels with a lower confidence get no depth.
-    fuse_min_confidence: pixels below this confidence are not fused (either regressor).
+    fuse_min_confidence: pixels whose confidence is not above this are not fused (either
+        regressor; confidence 0 marks depth kept in the saved map but not confirmed).
+    local_sweep: the photometric refinement of learned depth at the working resolution.
     consistency: the multi-view check estimated depth passes before it is fused.
     weights: the learned model: a name under mvs/weights/ or a path to a .pt file.
     """
@@ -88,6 +91,7 @@ class DepthConfig:
     fuse_min_confidence: float = 0.0
     weights: str = "depthnet"
     classic: ClassicRegressorConfig = field(default_factory=ClassicRegressorConfig)
+    local_sweep: LocalSweepConfig = field(default_factory=LocalSweepConfig)
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
 

@@ -18,6 +18,7 @@ import torch
 from mvs.config import DepthConfig
 from mvs.costvolume import inverse_depth_hypotheses_d, same_camera_sweep, zncc_cost_volume
 from mvs.geometry import invert_pose_44
+from mvs.local_sweep import local_sweep
 from mvs.network import load_model, resolve_weights_path
 from mvs.regressors import classic_regress
 from mvs.types import Camera, Frame
@@ -138,8 +139,11 @@ class LearnedDepthEstimator:
     """Plane sweep with the learned regressor of `mvs.network`, loaded from `config.weights`.
 
     The model sweeps its own trained hypotheses (near, far, count stored with the weights);
-    depths outside DepthConfig's [near, far] and pixels below `learned_min_confidence` get
-    no estimate.
+    depths outside DepthConfig's [near, far] and pixels below `learned_min_confidence` (the
+    network's confidence) get no estimate. Unless `local_sweep.steps` is 0, the depth is then
+    refined by `mvs.local_sweep` and its confidence is the ZNCC correlation that confirmed
+    it (0 where unconfirmed, which the pipeline does not fuse); otherwise the confidence is
+    the network's.
     """
 
     def __init__(self, config: DepthConfig, device: str = "cpu") -> None:
@@ -159,11 +163,29 @@ class LearnedDepthEstimator:
         inputs = prepare_inputs(reference, sources, camera, c.working_width, c.working_height, self.device)
         output = self.model(inputs.ref_image_b3hw, inputs.src_images_bn3hw, inputs.K_b33, inputs.src_T_ref_bn44)
         depth_hw = output.depth_b1hw(c.working_height, c.working_width)[0, 0]
-        confidence_hw = output.confidence_resized_b1hw(c.working_height, c.working_width)[0, 0]
+        network_confidence_hw = output.confidence_resized_b1hw(c.working_height, c.working_width)[0, 0]
         keep_hw = (
             (depth_hw >= self.config.near)
             & (depth_hw <= self.config.far)
-            & (confidence_hw >= c.learned_min_confidence)
+            & (network_confidence_hw >= c.learned_min_confidence)
         )
         depth_hw = torch.where(keep_hw, depth_hw, torch.zeros_like(depth_hw))
-        return upsample_result(depth_hw.cpu().numpy(), confidence_hw.cpu().numpy(), camera.width, camera.height)
+        if c.local_sweep.steps == 0:
+            confidence_hw = network_confidence_hw.cpu().numpy()
+            return upsample_result(depth_hw.cpu().numpy(), confidence_hw, camera.width, camera.height)
+        refined = local_sweep(
+            depth_hw,
+            grey_b1hw(inputs.ref_image_b3hw)[0],
+            grey_b1hw(inputs.src_images_bn3hw)[0],
+            inputs.K_b33[0],
+            inputs.src_T_ref_bn44[0],
+            c.local_sweep,
+        )
+        depth_hw = torch.where(
+            (refined.depth_b1hw[0, 0] >= c.near) & (refined.depth_b1hw[0, 0] <= c.far),
+            refined.depth_b1hw[0, 0],
+            torch.zeros_like(depth_hw),
+        )
+        return upsample_result(
+            depth_hw.cpu().numpy(), refined.correlation_b1hw[0, 0].cpu().numpy(), camera.width, camera.height
+        )

@@ -222,8 +222,8 @@ def plane_sweep_depth_maps(
     """Multi-view stereo depth of every planned keyframe (`--depth classic|learned`).
 
     Each depth map is written to `out_dir/depth/<index>.png` (uint16 mm, 0 = no estimate)
-    and yielded without the pixels below `fuse_min_confidence` and those its neighbouring
-    depth maps do not confirm (`fusion.consistency`).
+    and yielded without the pixels whose confidence is not above `fuse_min_confidence` and
+    those its neighbouring depth maps do not confirm (`fusion.consistency`).
     """
     estimator = make_estimator(config.depth, config.device)
 
@@ -241,7 +241,7 @@ def plane_sweep_depth_maps(
             result = estimator.estimate(reference, sources, sequence.camera)
             write_depth_png(depth_dir / f"{reference.index}.png", result.depth_hw)
             report.depth_maps += 1
-            confident_hw = result.confidence_hw >= config.depth.fuse_min_confidence
+            confident_hw = result.confidence_hw > config.depth.fuse_min_confidence
             depth_hw = np.where(confident_hw, result.depth_hw, 0.0).astype(np.float32)
             yield EstimatedDepth(depth_hw, reference.world_T_cam_44, reference)
 
