@@ -72,8 +72,9 @@ def warp_by_depth_nkhw(
     camera, (N, K, H, W)."""
     n, _, h, w = src_n1hw.shape
     k = depth_khw.shape[0]
-    points_3p = (rays_3hw[:, None] * depth_khw[None]).reshape(3, -1)
-    src_n3p = src_T_ref_n44[:, :3, :3] @ points_3p + src_T_ref_n44[:, :3, 3:]
+    # A point at depth d on a unit-z ray r lands at R (d r) + t = d (R r) + t in a source.
+    rotated_n3p = src_T_ref_n44[:, :3, :3] @ rays_3hw.reshape(3, -1)
+    src_n3p = (rotated_n3p[:, :, None] * depth_khw.reshape(1, 1, k, -1)).reshape(n, 3, -1) + src_T_ref_n44[:, :3, 3:]
     z_np = src_n3p[:, 2]
     safe_z_np = z_np.clamp(min=1e-6)
     u_np = K_33[0, 0] * src_n3p[:, 0] / safe_z_np + K_33[0, 2]
@@ -113,10 +114,15 @@ def local_sweep(
     inverse_khw = inverse_hw[None] * (1.0 + offsets_k[:, None, None] * config.step)
     hypotheses_khw = torch.where(valid_hw[None], 1.0 / inverse_khw.clamp(min=1e-6), torch.ones_like(inverse_khw))
     warped_nkhw, inside_nkhw = warp_by_depth_nkhw(src_grey_n1hw, hypotheses_khw, rays_3hw, K_33, src_T_ref_n44)
-    # All N x K warped images as the channels of one batch: each box filter is one call.
+    # All N x K warped images (and their squares and products with the reference) as the
+    # channels of one batch: the patch moments come from one box filter call.
     warped_1chw = warped_nkhw.reshape(1, -1, h, w)
-    src_mean_1chw, src_variance_1chw = box_mean_variance_bchw(warped_1chw, config.zncc_window)
-    covariance_1chw = box_filter_bchw(warped_1chw * ref_11hw, config.zncc_window) - src_mean_1chw * ref_mean_11hw
+    c = warped_1chw.shape[1]
+    products_1chw = torch.cat([warped_1chw, warped_1chw**2, warped_1chw * ref_11hw], dim=1)
+    moments_1chw = box_filter_bchw(products_1chw, config.zncc_window)
+    src_mean_1chw = moments_1chw[:, :c]
+    src_variance_1chw = (moments_1chw[:, c : 2 * c] - src_mean_1chw**2).clamp(min=0.0)
+    covariance_1chw = moments_1chw[:, 2 * c :] - src_mean_1chw * ref_mean_11hw
     zncc_1chw = covariance_1chw / torch.sqrt((src_variance_1chw * ref_variance_11hw).clamp(min=1e-12))
     zncc_nkhw = zncc_1chw.reshape_as(warped_nkhw)
     seen_nkhw = inside_nkhw & (src_variance_1chw.reshape_as(warped_nkhw) > MIN_PATCH_VARIANCE)
@@ -125,8 +131,8 @@ def local_sweep(
     cost_khw = torch.where(count_khw > 0, 1.0 - mean_zncc_khw, torch.ones_like(mean_zncc_khw))
     cost_1khw = box_filter_bchw(cost_khw[None], config.aggregation_window)
     index_11hw = refined_argmin_b1hw(cost_1khw)
-    best_11hw = cost_1khw.argmin(dim=1, keepdim=True)
-    correlation_11hw = 1.0 - torch.gather(cost_1khw, 1, best_11hw)
+    best_cost_11hw, best_11hw = cost_1khw.min(dim=1, keepdim=True)
+    correlation_11hw = 1.0 - best_cost_11hw
     # The parabola offset is 0 at the first and last hypothesis: those minima are not bracketed.
     bracketed_11hw = (best_11hw > 0) & (best_11hw < len(offsets_k) - 1)
     confirmed_11hw = (

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from mvs.bench.report import Table, fmt
 from mvs.bench.runs import BenchContext, Measured, run_and_evaluate
 from mvs.config import DepthConfig
 from mvs.costvolume import inverse_depth_hypotheses_d, same_camera_sweep, zncc_cost_volume
 from mvs.depth import ClassicDepthEstimator, LearnedDepthEstimator, grey_b1hw, prepare_inputs
+from mvs.local_sweep import local_sweep
 from mvs.regressors import classic_regress
 from mvs.sequences import open_sequence
 from mvs.types import Frame, Sequence
@@ -69,7 +71,16 @@ def keyframe_table(sequence: Sequence, repeats: int) -> tuple[Table, dict]:
     rows.append(("classic: whole keyframe (resize, sweep, regress, upsample)",
                  median_ms(lambda: classic.estimate(reference, sources, camera), repeats)))
     learned = LearnedDepthEstimator(config, "cpu")
-    rows.append(("learned: whole keyframe (features, cost volume, U-Net, upsample)",
+    size = (config.working_height, config.working_width)
+    working = prepare_inputs(reference, sources, camera, size[1], size[0], torch.device("cpu"))
+    start_hw = torch.from_numpy(learned.estimate(reference, sources, camera).depth_hw)
+    start_hw = F.interpolate(start_hw[None, None], size=size, mode="nearest")[0, 0]
+    with torch.no_grad():
+        rows.append((f"learned: local ZNCC sweep at {config.working_width}x{config.working_height}",
+                     median_ms(lambda: local_sweep(start_hw, grey_b1hw(working.ref_image_b3hw)[0],
+                                                   grey_b1hw(working.src_images_bn3hw)[0], working.K_b33[0],
+                                                   working.src_T_ref_bn44[0], config.local_sweep), repeats)))
+    rows.append(("learned: whole keyframe (features, cost volume, U-Net, local sweep, upsample)",
                  median_ms(lambda: learned.estimate(reference, sources, camera), repeats)))
     table = Table(
         f"Milliseconds per keyframe ({config.working_width}x{config.working_height} input, "
