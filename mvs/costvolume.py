@@ -224,6 +224,20 @@ def box_mean_variance_bchw(x_bchw: torch.Tensor, window: int) -> tuple[torch.Ten
     return mean_bchw, (box_filter_bchw(x_bchw * x_bchw, window) - mean_bchw**2).clamp(min=0.0)
 
 
+def patch_moments_bchw(
+    ref_b1hw: torch.Tensor, mean_ref_b1hw: torch.Tensor, warped_bchw: torch.Tensor, window: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Box mean and variance (clamped at 0) of every channel of `warped_bchw` and its
+    covariance with the reference `ref_b1hw` (box mean `mean_ref_b1hw`), over `window` x
+    `window` patches: the moments a ZNCC is made of. One box filter call serves all three."""
+    c = warped_bchw.shape[1]
+    products_bchw = torch.cat([warped_bchw, warped_bchw * warped_bchw, warped_bchw * ref_b1hw], dim=1)
+    moments_bchw = box_filter_bchw(products_bchw, window)
+    mean_bchw = moments_bchw[:, :c]
+    variance_bchw = (moments_bchw[:, c : 2 * c] - mean_bchw**2).clamp(min=0.0)
+    return mean_bchw, variance_bchw, moments_bchw[:, 2 * c :] - mean_bchw * mean_ref_b1hw
+
+
 def _average_over_sources(cost_bndhw: torch.Tensor, sweep: PlaneSweep) -> CostVolume:
     valid_bndhw = sweep.valid_bndhw.to(cost_bndhw.dtype)
     count_bdhw = valid_bndhw.sum(dim=1)
@@ -342,13 +356,7 @@ def zncc_cost_volume_reference(
     the reference's box means and variances."""
     b, n, d, height, width = sweep.valid_bndhw.shape
     warped_bDhw = warp_sources_bncdhw(src_grey_bn1hw, sweep.grid_bndhw2).reshape(b, n * d, height, width)
-
-    def box(x_bchw: torch.Tensor) -> torch.Tensor:
-        return box_filter_bchw(x_bchw, window)
-
-    mean_src_bDhw = box(warped_bDhw)
-    var_src_bDhw = (box(warped_bDhw * warped_bDhw) - mean_src_bDhw**2).clamp(min=0.0)
-    covariance_bDhw = box(warped_bDhw * ref_grey_b1hw) - mean_src_bDhw * mean_ref_b1hw
+    _, var_src_bDhw, covariance_bDhw = patch_moments_bchw(ref_grey_b1hw, mean_ref_b1hw, warped_bDhw, window)
     zncc_bDhw = covariance_bDhw * torch.rsqrt((var_ref_b1hw + variance_floor) * (var_src_bDhw + variance_floor))
     cost_bndhw = (1.0 - zncc_bDhw).reshape(b, n, d, height, width)
     return _average_over_sources(cost_bndhw, sweep)

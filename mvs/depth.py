@@ -170,22 +170,18 @@ class LearnedDepthEstimator:
             & (network_confidence_hw >= c.learned_min_confidence)
         )
         depth_hw = torch.where(keep_hw, depth_hw, torch.zeros_like(depth_hw))
-        if c.local_sweep.steps == 0:
-            confidence_hw = network_confidence_hw.cpu().numpy()
-            return upsample_result(depth_hw.cpu().numpy(), confidence_hw, camera.width, camera.height)
-        refined = local_sweep(
-            depth_hw,
-            grey_b1hw(inputs.ref_image_b3hw)[0],
-            grey_b1hw(inputs.src_images_bn3hw)[0],
-            inputs.K_b33[0],
-            inputs.src_T_ref_bn44[0],
-            c.local_sweep,
-        )
-        depth_hw = torch.where(
-            (refined.depth_b1hw[0, 0] >= c.near) & (refined.depth_b1hw[0, 0] <= c.far),
-            refined.depth_b1hw[0, 0],
-            torch.zeros_like(depth_hw),
-        )
-        return upsample_result(
-            depth_hw.cpu().numpy(), refined.correlation_b1hw[0, 0].cpu().numpy(), camera.width, camera.height
-        )
+        confidence_hw = network_confidence_hw
+        if c.local_sweep.steps > 0:
+            refined = local_sweep(
+                depth_hw,
+                grey_b1hw(inputs.ref_image_b3hw)[0],
+                grey_b1hw(inputs.src_images_bn3hw)[0],
+                inputs.K_b33[0],
+                inputs.src_T_ref_bn44[0],
+                c.local_sweep,
+            )
+            refined_hw = refined.depth_b1hw[0, 0]
+            in_range_hw = (refined_hw >= c.near) & (refined_hw <= c.far)
+            depth_hw = torch.where(in_range_hw, refined_hw, torch.zeros_like(depth_hw))
+            confidence_hw = refined.correlation_b1hw[0, 0]
+        return upsample_result(depth_hw.cpu().numpy(), confidence_hw.cpu().numpy(), camera.width, camera.height)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mvs.costvolume import box_filter_bchw, box_mean_variance_bchw
+from mvs.costvolume import box_filter_bchw, box_mean_variance_bchw, patch_moments_bchw
 from mvs.regressors import refined_argmin_b1hw
 
 MIN_PATCH_VARIANCE = 1e-4
@@ -114,15 +114,10 @@ def local_sweep(
     inverse_khw = inverse_hw[None] * (1.0 + offsets_k[:, None, None] * config.step)
     hypotheses_khw = torch.where(valid_hw[None], 1.0 / inverse_khw.clamp(min=1e-6), torch.ones_like(inverse_khw))
     warped_nkhw, inside_nkhw = warp_by_depth_nkhw(src_grey_n1hw, hypotheses_khw, rays_3hw, K_33, src_T_ref_n44)
-    # All N x K warped images (and their squares and products with the reference) as the
-    # channels of one batch: the patch moments come from one box filter call.
-    warped_1chw = warped_nkhw.reshape(1, -1, h, w)
-    c = warped_1chw.shape[1]
-    products_1chw = torch.cat([warped_1chw, warped_1chw**2, warped_1chw * ref_11hw], dim=1)
-    moments_1chw = box_filter_bchw(products_1chw, config.zncc_window)
-    src_mean_1chw = moments_1chw[:, :c]
-    src_variance_1chw = (moments_1chw[:, c : 2 * c] - src_mean_1chw**2).clamp(min=0.0)
-    covariance_1chw = moments_1chw[:, 2 * c :] - src_mean_1chw * ref_mean_11hw
+    # All N x K warped images as the channels of one batch: one call for all their moments.
+    _, src_variance_1chw, covariance_1chw = patch_moments_bchw(
+        ref_11hw, ref_mean_11hw, warped_nkhw.reshape(1, -1, h, w), config.zncc_window
+    )
     zncc_1chw = covariance_1chw / torch.sqrt((src_variance_1chw * ref_variance_11hw).clamp(min=1e-12))
     zncc_nkhw = zncc_1chw.reshape_as(warped_nkhw)
     seen_nkhw = inside_nkhw & (src_variance_1chw.reshape_as(warped_nkhw) > MIN_PATCH_VARIANCE)
