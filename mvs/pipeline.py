@@ -21,7 +21,7 @@ from tqdm import tqdm
 from fusion.consistency import EstimatedDepth, filter_consistent
 from fusion.export import write_depth_png, write_json_atomic, write_ply, write_text_atomic
 from fusion.tsdf import TSDFVolume
-from mvs.config import DepthConfig, RunConfig, TrackingConfig, to_yaml
+from mvs.config import DepthConfig, FusionConfig, RunConfig, TrackingConfig, to_yaml
 from mvs.depth import ClassicDepthEstimator, DepthEstimator, LearnedDepthEstimator
 from mvs.geometry import invert_pose_44
 from mvs.intrinsics import parse_intrinsics
@@ -260,6 +260,14 @@ def depth_maps(
     return len(selection.plans), plane_sweep_depth_maps(sequence, poses, posed, selection, config, report, out_dir)
 
 
+def fusion_config(config: RunConfig) -> FusionConfig:
+    """The TSDF settings for the run's depth source: plane-sweep depth is truncated at
+    `sweep_sdf_trunc_voxels`, sensor depth at `sdf_trunc_voxels`."""
+    if config.depth.source == "sensor":
+        return config.fusion
+    return replace(config.fusion, sdf_trunc_voxels=config.fusion.sweep_sdf_trunc_voxels)
+
+
 def write_outputs(
     out_dir: Path,
     volume: TSDFVolume | None,
@@ -328,7 +336,7 @@ def run(config: RunConfig) -> RunReport:
             )
         report.frames_posed = sum(i in poses.world_T_cam_44 for i in sequence.indices)
         report.skipped.update({i: "tracking lost" for i in poses.lost})
-        volume = TSDFVolume(config.fusion)
+        volume = TSDFVolume(fusion_config(config))
         fusion_seconds = 0.0
         total, depth_iter = depth_maps(sequence, poses, config, report, out_dir)
         progress = tqdm(total=total, desc="depth + fusion", unit="frame")

@@ -25,8 +25,9 @@ from fusion.metrics import (
 )
 from fusion.reference import fuse_reference_mesh, reference_mesh
 from fusion.tsdf import TSDFVolume
-from mvs.config import FusionConfig
+from mvs.config import FusionConfig, RunConfig
 from mvs.geometry import invert_pose_44, look_at_world_T_cam_44
+from mvs import pipeline
 from mvs.types import Camera, Frame, Sequence
 
 VOXEL = 0.015
@@ -174,6 +175,39 @@ def test_tsdf_block_map_grows_past_its_initial_capacity(box_volume):
     small = fused_box(fusion_config(block_count=16))
     assert small.block_count == box_volume.block_count > 16
     assert len(small.mesh().vertices) == len(box_volume.mesh().vertices)
+
+
+def test_sweep_truncation_wider_than_the_depth_spread_fuses_the_mean_depth():
+    # Five maps of a wall 2 m away, each off by a whole-map bias (plane-sweep errors are
+    # correlated over a map): +8 %, then -2 % four times, so the mean depth is 2 m. Where every
+    # map's signed distance stays inside the truncation band the TSDF average is linear in
+    # them and its zero crossing is their mean; 4 voxels (8 cm) clip the +16 cm map instead.
+    camera_z_m, biases_k = 2.0, [0.08, -0.02, -0.02, -0.02, -0.02]
+    cam_T_world_44 = np.eye(4)
+    image_hw3 = np.full((CAMERA.height, CAMERA.width, 3), 128, dtype=np.uint8)
+
+    def fused_wall_depth_m(sdf_trunc_voxels: float) -> float:
+        config = FusionConfig(voxel_size=0.02, sdf_trunc_voxels=sdf_trunc_voxels, depth_max=5.0, block_count=4000)
+        volume = TSDFVolume(config)
+        for bias in biases_k:
+            depth_hw = np.full((CAMERA.height, CAMERA.width), camera_z_m * (1 + bias), dtype=np.float32)
+            volume.integrate(depth_hw, image_hw3, CAMERA, cam_T_world_44)
+        points_n3 = np.asarray(volume.point_cloud().points)
+        central_n = np.hypot(points_n3[:, 0], points_n3[:, 1]) < 0.3
+        return float(np.median(points_n3[central_n, 2]))
+
+    sweep_trunc = FusionConfig().sweep_sdf_trunc_voxels
+    assert abs(fused_wall_depth_m(sweep_trunc) - camera_z_m) < 0.01
+    assert abs(fused_wall_depth_m(4.0) - camera_z_m) > 0.015
+
+
+def test_plane_sweep_runs_fuse_with_the_sweep_truncation():
+    config = RunConfig()
+    for source, expected in [("sensor", config.fusion.sdf_trunc_voxels), ("learned", config.fusion.sweep_sdf_trunc_voxels),
+                             ("classic", config.fusion.sweep_sdf_trunc_voxels)]:
+        chosen = pipeline.fusion_config(replace(config, depth=replace(config.depth, source=source)))
+        assert chosen.sdf_trunc_voxels == expected
+        assert replace(chosen, sdf_trunc_voxels=config.fusion.sdf_trunc_voxels) == config.fusion
 
 
 def test_tsdf_empty_volume_and_bad_input():
