@@ -37,7 +37,8 @@ class PoseRefineConfig:
     min_views: observations a track needs to make a point; min_angle_deg: the smallest angle
     between the rays of its first and last observation; max_error_px: observations farther
     than this from their point's projection are dropped. iterations: triangulate-resect
-    rounds. min_points: fewest points a frame must see to be re-posed. max_rotation_deg,
+    rounds; alternating converges slowly (redkitchen 0:1000:2 with learned depth: AbsRel
+    0.129 / delta1 0.816 after 3 rounds, 0.125 / 0.829 after 6, 0.117 / 0.841 after 12). min_points: fewest points a frame must see to be re-posed. max_rotation_deg,
     max_translation_m: larger corrections are rejected (the frame keeps its pose).
     """
 
@@ -47,7 +48,7 @@ class PoseRefineConfig:
     min_views: int = 3
     min_angle_deg: float = 2.0
     max_error_px: float = 3.0
-    iterations: int = 3
+    iterations: int = 12
     min_points: int = 30
     max_rotation_deg: float = 3.0
     max_translation_m: float = 0.05
