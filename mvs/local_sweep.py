@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from mvs.costvolume import box_filter_bchw, box_mean_variance_bchw, patch_moments_bchw
 from mvs.regressors import refined_argmin_b1hw
+from mvs.sweep_kernels import BEHIND_EPS, pixel_to_grid_scale
 
 MIN_PATCH_VARIANCE = 1e-4
 """Grey-level variance (intensities in [0, 1]) below which a patch is too flat to correlate."""
@@ -76,13 +77,14 @@ def warp_by_depth_nkhw(
     rotated_n3p = src_T_ref_n44[:, :3, :3] @ rays_3hw.reshape(3, -1)
     src_n3p = (rotated_n3p[:, :, None] * depth_khw.reshape(1, 1, k, -1)).reshape(n, 3, -1) + src_T_ref_n44[:, :3, 3:]
     z_np = src_n3p[:, 2]
-    safe_z_np = z_np.clamp(min=1e-6)
+    safe_z_np = z_np.clamp(min=BEHIND_EPS)
     u_np = K_33[0, 0] * src_n3p[:, 0] / safe_z_np + K_33[0, 2]
     v_np = K_33[1, 1] * src_n3p[:, 1] / safe_z_np + K_33[1, 2]
-    inside_np = (z_np > 1e-6) & (u_np >= 0) & (u_np <= w - 1) & (v_np >= 0) & (v_np <= h - 1)
-    grid_np2 = torch.stack([2 * (u_np + 0.5) / w - 1, 2 * (v_np + 0.5) / h - 1], dim=-1)
+    inside_np = (z_np > BEHIND_EPS) & (u_np >= 0) & (u_np <= w - 1) & (v_np >= 0) & (v_np <= h - 1)
+    # Pixel centres to grid_sample coordinates as the plane sweep maps them (`mvs.costvolume`).
+    grid_np2 = torch.stack([u_np * pixel_to_grid_scale(w) - 1, v_np * pixel_to_grid_scale(h) - 1], dim=-1)
     warped_n1qw = F.grid_sample(
-        src_n1hw, grid_np2.reshape(n, k * h, w, 2), mode="bilinear", padding_mode="border", align_corners=False
+        src_n1hw, grid_np2.reshape(n, k * h, w, 2), mode="bilinear", padding_mode="border", align_corners=True
     )
     return warped_n1qw.reshape(n, k, h, w), inside_np.reshape(n, k, h, w)
 

@@ -39,8 +39,9 @@ class PoseRefineConfig:
     than this from their point's projection are dropped. iterations: triangulate-resect
     rounds; alternating converges slowly (redkitchen 0:1000:2 with learned depth: AbsRel
     0.129 / delta1 0.816 after 3 rounds, 0.125 / 0.829 after 6, 0.117 / 0.841 after 12,
-    0.116 / 0.843 after 20, each round about 6 s). min_points: fewest points a frame must see to be re-posed. max_rotation_deg,
-    max_translation_m: larger corrections are rejected (the frame keeps its pose).
+    0.116 / 0.843 after 20, each round about 6 s). min_points: fewest points a frame must
+    see to be re-posed. max_rotation_deg, max_translation_m: larger corrections are rejected
+    (the frame keeps its pose).
     """
 
     max_width: int = 640

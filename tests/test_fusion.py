@@ -25,9 +25,9 @@ from fusion.metrics import (
 )
 from fusion.reference import fuse_reference_mesh, reference_mesh
 from fusion.tsdf import TSDFVolume
+from mvs import pipeline
 from mvs.config import FusionConfig, RunConfig
 from mvs.geometry import invert_pose_44, look_at_world_T_cam_44
-from mvs import pipeline
 from mvs.types import Camera, Frame, Sequence
 
 VOXEL = 0.015
