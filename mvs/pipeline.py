@@ -142,7 +142,8 @@ def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult
         return track_rgbd_sequence(sequence, config.rgbd)
     if config.poses != "track":
         raise ValueError(f"--poses: expected gt, track or rgbd, got '{config.poses}'")
-    result = track_sequence(sequence, config.vo)
+    # With the scale from the sensor, its depth also holds the scale along the trajectory.
+    result = track_sequence(sequence, config.vo, use_depth=config.scale == "sensor" and sequence.has_depth)
     if config.scale == "sensor":
         return scale_from_sensor(result, sequence, config.sensor_scale)
     if config.scale == "gt":

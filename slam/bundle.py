@@ -4,8 +4,10 @@ Camera poses are pypose SE3 LieTensors `cam_T_world` (world to camera), updated 
 left by the exponential of a twist (translation first, then rotation, pypose's se3
 order); world points are free 3-vectors. Residuals are reprojection errors in pixels under
 a Huber kernel (iteratively reweighted). The normal equations are solved with the Schur
-complement on the points: the point blocks are 3x3 and inverted in a batch, the reduced
-camera system is dense (a window of keyframes keeps it small). Jacobians are analytic.
+complement on the points: the point blocks are 3x3 and inverted in a batch, and the
+reduced camera system, whose 6x6 block (i, j) is non-zero only where cameras i and j see a
+common point, is assembled and solved as a sparse matrix, so a whole trajectory can be
+adjusted at once. Jacobians are analytic.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pypose as pp
+import scipy.sparse
+import scipy.sparse.linalg
 import torch
 
 
@@ -42,6 +46,19 @@ class BundleConfig:
 
 
 @dataclass
+class PosePrior:
+    """A Gaussian prior holding each free camera near a pose: the twist from
+    `cam_T_world_k44` (K, 4, 4) to the estimate (pypose's se3 log of estimate times prior
+    inverse) has standard deviations `sigma_translation` (world units) and
+    `sigma_rotation_rad`, and one standard deviation costs as much as one pixel of
+    reprojection error. It fixes the gauge when no camera is held fixed."""
+
+    cam_T_world_k44: np.ndarray
+    sigma_translation: float
+    sigma_rotation_rad: float
+
+
+@dataclass
 class BundleResult:
     """Refined poses (K, 4, 4) cam_T_world and points (N, 3) in world units; errors_m:
     final reprojection error (pixels, inf behind a camera) of every observation; costs
@@ -57,11 +74,29 @@ class BundleResult:
 
 
 @dataclass
+class ObservedDepth:
+    """Measured depths of the observations: `depth_m` (M,) is the depth of observation m's
+    point along its camera's optical axis (world units, nan where none was measured), with
+    a standard deviation of `sigma_relative` times the depth; one standard deviation costs
+    as much as one pixel of reprojection error, under the same Huber kernel (in standard
+    deviations), and a depth farther than `outlier_px` standard deviations is left out of
+    the next round on its own."""
+
+    depth_m: np.ndarray
+    sigma_relative: float
+
+
+@dataclass
 class _Linearisation:
-    residual_m2: torch.Tensor
-    weight_m: torch.Tensor
-    J_pose_m26: torch.Tensor
-    J_point_m23: torch.Tensor
+    """Per observation m, R residual rows (the pixel's u and v, then its depth when depths
+    were measured): residuals (M, R), weights (M, R) and Jacobians w.r.t. a left twist of
+    the pose (M, R, 6) and w.r.t. the point (M, R, 3)."""
+
+    residual_mr: torch.Tensor
+    weight_mr: torch.Tensor
+    J_pose_mr6: torch.Tensor
+    J_point_mr3: torch.Tensor
+    prior_twist_k6: torch.Tensor | None
 
 
 def _matrix_k44(cam_T_world_k7: pp.LieTensor) -> torch.Tensor:
@@ -94,13 +129,40 @@ def _skew_m33(v_m3: torch.Tensor) -> torch.Tensor:
 class _Problem:
     """Observations m of point `point_index_m` by camera `cam_index_m` at pixel `uv_m2`."""
 
-    def __init__(self, K_33, cam_index_m, point_index_m, uv_m2, config: BundleConfig):
+    def __init__(
+        self,
+        K_33,
+        cam_index_m,
+        point_index_m,
+        uv_m2,
+        config: BundleConfig,
+        prior: PosePrior | None = None,
+        depth: ObservedDepth | None = None,
+    ):
         self.fx, self.fy, self.cx, self.cy = (float(K_33[0, 0]), float(K_33[1, 1]), float(K_33[0, 2]), float(K_33[1, 2]))
         self.cam_index_m = torch.as_tensor(cam_index_m, dtype=torch.long)
         self.point_index_m = torch.as_tensor(point_index_m, dtype=torch.long)
         self.uv_m2 = torch.as_tensor(uv_m2, dtype=torch.float64)
         self.active_m = torch.ones(len(self.uv_m2), dtype=torch.bool)
         self.config = config
+        self.depth_m: torch.Tensor | None = None
+        if depth is not None:
+            self.depth_m = torch.as_tensor(depth.depth_m, dtype=torch.float64)
+            self.depth_sigma_m = depth.sigma_relative * self.depth_m
+            self.depth_active_m = torch.isfinite(self.depth_m) & (self.depth_m > 0)
+        self.prior_inv_k7: pp.LieTensor | None = None
+        self.prior_precision_6 = torch.zeros(6, dtype=torch.float64)
+        if prior is not None:
+            self.prior_inv_k7 = pp.mat2SE3(torch.as_tensor(prior.cam_T_world_k44, dtype=torch.float64), check=False).Inv()
+            self.prior_precision_6 = torch.tensor(
+                [prior.sigma_translation**-2] * 3 + [prior.sigma_rotation_rad**-2] * 3, dtype=torch.float64
+            )
+
+    def prior_twist_k6(self, cam_T_world_k7: pp.LieTensor) -> torch.Tensor | None:
+        """Twists (K, 6) from the prior poses to `cam_T_world_k7`, None without a prior."""
+        if self.prior_inv_k7 is None:
+            return None
+        return (cam_T_world_k7 * self.prior_inv_k7).Log().tensor()
 
     def camera_points_m3(self, cam_T_world_k7: pp.LieTensor, points_n3: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Points in their observing cameras (M, 3) and those cameras' rotations (M, 3, 3)."""
@@ -120,13 +182,29 @@ class _Problem:
         return torch.where(valid_m, errors_m, torch.full_like(errors_m, float("inf")))
 
     def cost(self, cam_T_world_k7: pp.LieTensor, points_n3: torch.Tensor) -> float:
-        """Sum of Huber-robustified squared errors of the active observations; those
-        behind a camera count 0."""
+        """Sum of Huber-robustified squared errors of the active observations (those
+        behind a camera count 0), plus the prior's whitened squared twists."""
         errors_m = self.errors_m(cam_T_world_k7, points_n3)
         errors_m = errors_m[torch.isfinite(errors_m) & self.active_m]
         delta = self.config.huber_px
         rho_m = torch.where(errors_m <= delta, errors_m**2, 2 * delta * errors_m - delta**2)
-        return float(rho_m.sum())
+        twist_k6 = self.prior_twist_k6(cam_T_world_k7)
+        prior_cost = 0.0 if twist_k6 is None else float((twist_k6**2 * self.prior_precision_6).sum())
+        depth_cost = 0.0
+        if self.depth_m is not None:
+            p_m3, _ = self.camera_points_m3(cam_T_world_k7, points_n3)
+            use_m = self.depth_active_m & self.active_m & (p_m3[:, 2] > self.config.min_depth)
+            sigmas_m = ((p_m3[:, 2] - self.depth_m) / self.depth_sigma_m).abs()[use_m]
+            depth_cost = float(torch.where(sigmas_m <= delta, sigmas_m**2, 2 * delta * sigmas_m - delta**2).sum())
+        return float(rho_m.sum()) + prior_cost + depth_cost
+
+    def depth_errors_m(self, cam_T_world_k7: pp.LieTensor, points_n3: torch.Tensor) -> torch.Tensor:
+        """Depth errors (M,) in standard deviations; inf where no depth was measured or the
+        point is not in front of its camera."""
+        p_m3, _ = self.camera_points_m3(cam_T_world_k7, points_n3)
+        errors_m = ((p_m3[:, 2] - self.depth_m) / self.depth_sigma_m).abs()
+        valid_m = self.depth_active_m & (p_m3[:, 2] > self.config.min_depth)
+        return torch.where(valid_m, errors_m, torch.full_like(errors_m, float("inf")))
 
     def linearise(self, cam_T_world_k7: pp.LieTensor, points_n3: torch.Tensor) -> _Linearisation:
         """Residuals, Huber weights and Jacobians w.r.t. a left twist of the pose and the point."""
@@ -144,14 +222,48 @@ class _Problem:
             ],
             dim=1,
         )
-        J_pose_m26 = torch.cat([J_proj_m23, -J_proj_m23 @ _skew_m33(p_m3)], dim=2)
-        J_point_m23 = J_proj_m23 @ R_m33
+        # d(u, v, z) / d(camera-frame point), then through d p / d twist = [I, -[p]x] and R.
+        J_cam_m33 = torch.cat([J_proj_m23, torch.zeros_like(J_proj_m23[:, :1])], dim=1)
+        J_cam_m33[:, 2, 2] = 1.0
+        J_pose_m36 = torch.cat([J_cam_m33, -J_cam_m33 @ _skew_m33(p_m3)], dim=2)
+        J_point_m33 = J_cam_m33 @ R_m33
         norm_m = torch.linalg.norm(residual_m2, dim=1)
         delta = self.config.huber_px
         weight_m = torch.where(norm_m <= delta, torch.ones_like(norm_m), delta / norm_m.clamp_min(1e-12))
         weight_m = torch.where(valid_m, weight_m, zero_m)
         residual_m2 = torch.where(valid_m[:, None], residual_m2, torch.zeros_like(residual_m2))
-        return _Linearisation(residual_m2, weight_m, J_pose_m26, J_point_m23)
+        prior_twist_k6 = self.prior_twist_k6(cam_T_world_k7)
+        if self.depth_m is None:
+            weight_m2 = weight_m[:, None].expand(-1, 2)
+            return _Linearisation(residual_m2, weight_m2, J_pose_m36[:, :2], J_point_m33[:, :2], prior_twist_k6)
+        use_m = valid_m & self.depth_active_m
+        sigma_m = torch.where(use_m, self.depth_sigma_m, torch.ones_like(z_m))
+        depth_residual_m = torch.where(use_m, (z_m - self.depth_m) / sigma_m, zero_m)
+        depth_weight_m = torch.where(
+            depth_residual_m.abs() <= delta, torch.ones_like(z_m), delta / depth_residual_m.abs().clamp_min(1e-12)
+        )
+        depth_weight_m = torch.where(use_m, depth_weight_m, zero_m)
+        scale_m3 = torch.stack([torch.ones_like(z_m), torch.ones_like(z_m), 1.0 / sigma_m], dim=-1)[:, :, None]
+        return _Linearisation(
+            torch.cat([residual_m2, depth_residual_m[:, None]], dim=1),
+            torch.stack([weight_m, weight_m, depth_weight_m], dim=1),
+            scale_m3 * J_pose_m36,
+            scale_m3 * J_point_m33,
+            prior_twist_k6,
+        )
+
+
+def _block_sparse(
+    block_o63: torch.Tensor, slot_o: torch.Tensor, point_o: torch.Tensor, num_free: int, num_points: int
+) -> scipy.sparse.csr_matrix:
+    """The (6F, 3N) matrix with 6x3 block `block_o63[o]` at block row `slot_o[o]` (a free
+    camera) and block column `point_o[o]`; blocks at the same position add up."""
+    rows_o63 = (6 * slot_o[:, None, None] + torch.arange(6)[None, :, None]).expand(-1, 6, 3)
+    cols_o63 = (3 * point_o[:, None, None] + torch.arange(3)[None, None, :]).expand(-1, 6, 3)
+    return scipy.sparse.csr_matrix(
+        (block_o63.reshape(-1).numpy(), (rows_o63.reshape(-1).numpy(), cols_o63.reshape(-1).numpy())),
+        shape=(6 * num_free, 3 * num_points),
+    )
 
 
 def _solve_step(
@@ -165,14 +277,19 @@ def _solve_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Damped Gauss-Newton step: twists (K, 6) (zero for fixed cameras) and point
     updates (N, 3) (zero when points are fixed), by the Schur complement on the points."""
-    w_m11 = lin.weight_m[:, None, None]
-    Jc_T_m62 = lin.J_pose_m26.transpose(1, 2)
+    w_mr1 = lin.weight_mr[:, :, None]
+    Jc_T_m6r = lin.J_pose_mr6.transpose(1, 2)
+    weighted_residual_mr1 = (lin.weight_mr * lin.residual_mr)[:, :, None]
     H_cc_k66 = torch.zeros(num_cams, 6, 6, dtype=torch.float64).index_add_(
-        0, problem.cam_index_m, Jc_T_m62 @ (w_m11 * lin.J_pose_m26)
+        0, problem.cam_index_m, Jc_T_m6r @ (w_mr1 * lin.J_pose_mr6)
     )
     g_c_k6 = torch.zeros(num_cams, 6, dtype=torch.float64).index_add_(
-        0, problem.cam_index_m, (Jc_T_m62 @ (lin.weight_m[:, None] * lin.residual_m2)[:, :, None])[:, :, 0]
+        0, problem.cam_index_m, (Jc_T_m6r @ weighted_residual_mr1)[:, :, 0]
     )
+    if lin.prior_twist_k6 is not None:
+        # The twist's Jacobian w.r.t. a small left update is the identity to first order.
+        H_cc_k66 = H_cc_k66 + torch.diag(problem.prior_precision_6)
+        g_c_k6 = g_c_k6 + problem.prior_precision_6 * lin.prior_twist_k6
     free_index_f = torch.nonzero(free_cam_k)[:, 0]
     num_free = len(free_index_f)
     H_cc_f66 = H_cc_k66[free_index_f]
@@ -184,12 +301,12 @@ def _solve_step(
         if num_free:
             step_c_k6[free_index_f] = torch.linalg.solve(H_cc_f66, -g_c_k6[free_index_f])
         return step_c_k6, step_p_n3
-    Jp_T_m32 = lin.J_point_m23.transpose(1, 2)
+    Jp_T_m3r = lin.J_point_mr3.transpose(1, 2)
     H_pp_n33 = torch.zeros(num_points, 3, 3, dtype=torch.float64).index_add_(
-        0, problem.point_index_m, Jp_T_m32 @ (w_m11 * lin.J_point_m23)
+        0, problem.point_index_m, Jp_T_m3r @ (w_mr1 * lin.J_point_mr3)
     )
     g_p_n3 = torch.zeros(num_points, 3, dtype=torch.float64).index_add_(
-        0, problem.point_index_m, (Jp_T_m32 @ (lin.weight_m[:, None] * lin.residual_m2)[:, :, None])[:, :, 0]
+        0, problem.point_index_m, (Jp_T_m3r @ weighted_residual_mr1)[:, :, 0]
     )
     diagonal_n3 = torch.diagonal(H_pp_n33, dim1=1, dim2=2)
     H_pp_inv_n33 = torch.linalg.inv(H_pp_n33 + torch.diag_embed(damping * diagonal_n3 + 1e-9))
@@ -200,20 +317,16 @@ def _solve_step(
     free_slot_k[free_index_f] = torch.arange(num_free)
     slot_m = free_slot_k[problem.cam_index_m]
     on_free_m = slot_m >= 0
-    H_cp_fn63 = torch.zeros(num_free, num_points, 6, 3, dtype=torch.float64)
-    H_cp_fn63.index_put_(
-        (slot_m[on_free_m], problem.point_index_m[on_free_m]),
-        (Jc_T_m62 @ (w_m11 * lin.J_point_m23))[on_free_m],
-        accumulate=True,
-    )
-    Y_fn63 = H_cp_fn63 @ H_pp_inv_n33[None]
-    Y_rows = Y_fn63.permute(0, 2, 1, 3).reshape(6 * num_free, 3 * num_points)
-    H_cp_rows = H_cp_fn63.permute(0, 2, 1, 3).reshape(6 * num_free, 3 * num_points)
-    S = torch.block_diag(*H_cc_f66) - Y_rows @ H_cp_rows.T
-    rhs_f6 = -g_c_k6[free_index_f] + (Y_rows @ g_p_n3.reshape(-1)).reshape(num_free, 6)
-    step_f6 = torch.linalg.solve(S, rhs_f6.reshape(-1)).reshape(num_free, 6)
-    step_c_k6[free_index_f] = step_f6
-    back_n3 = g_p_n3 + (H_cp_rows.T @ step_f6.reshape(-1)).reshape(num_points, 3)
+    slot_o, point_o = slot_m[on_free_m], problem.point_index_m[on_free_m]
+    W_o63 = (Jc_T_m6r @ (w_mr1 * lin.J_point_mr3))[on_free_m]
+    W = _block_sparse(W_o63, slot_o, point_o, num_free, num_points)
+    Y = _block_sparse(W_o63 @ H_pp_inv_n33[point_o], slot_o, point_o, num_free, num_points)
+    S = scipy.sparse.block_diag(H_cc_f66.numpy(), format="csc") - (Y @ W.T).tocsc()
+    g_p = g_p_n3.reshape(-1).numpy()
+    rhs = -g_c_k6[free_index_f].reshape(-1).numpy() + Y @ g_p
+    step_f = scipy.sparse.linalg.spsolve(S, rhs)
+    step_c_k6[free_index_f] = torch.from_numpy(step_f).reshape(num_free, 6)
+    back_n3 = torch.from_numpy(g_p + W.T @ step_f).reshape(num_points, 3)
     step_p_n3 = -(H_pp_inv_n33 @ back_n3[:, :, None])[:, :, 0]
     return step_c_k6, step_p_n3
 
@@ -247,6 +360,8 @@ def _robust_rounds(
     for round_index in range(problem.config.rounds):
         if round_index > 0:
             problem.active_m = problem.errors_m(cam_T_world_k7, points_n3) < problem.config.outlier_px
+            if problem.depth_m is not None:
+                problem.depth_active_m = problem.depth_errors_m(cam_T_world_k7, points_n3) < problem.config.outlier_px
         cam_T_world_k7, points_n3, cost, round_iterations = _levenberg_marquardt(
             problem, cam_T_world_k7, points_n3, free_cam_k, optimise_points
         )
@@ -295,13 +410,16 @@ def bundle_adjust(
     uv_m2: np.ndarray,
     fixed_k: np.ndarray,
     config: BundleConfig | None = None,
+    prior: PosePrior | None = None,
+    depth: ObservedDepth | None = None,
 ) -> BundleResult:
     """Jointly refine K camera poses and N world points from M pixel observations.
 
     cam_T_world_k44 (K, 4, 4) world-to-camera; points_n3 (N, 3) world; observation m is
     point `point_index_m[m]` seen by camera `cam_index_m[m]` at pixel `uv_m2[m]`;
-    fixed_k (K,) bool marks cameras held fixed (the gauge: fix at least one, and two for
-    monocular maps to fix the scale too). Units follow the inputs (pixels, world units).
+    fixed_k (K,) bool marks cameras held fixed. The gauge: fix at least one camera, and
+    two for monocular maps to fix the scale too (or measured `depth`), or give a `prior`
+    on the poses. Units follow the inputs (pixels, world units).
     """
     config = config or BundleConfig()
     cam_T_world_k44 = np.asarray(cam_T_world_k44, dtype=np.float64)
@@ -325,9 +443,17 @@ def bundle_adjust(
     fixed_k = np.asarray(fixed_k, dtype=bool)
     if fixed_k.shape != (num_cams,):
         raise ValueError(f"bundle_adjust: expected fixed_k of shape ({num_cams},), got {fixed_k.shape}")
-    result = _solve(
-        _Problem(K_33, cam_index_m, point_index_m, uv_m2, config), cam_T_world_k44, points_n3, ~fixed_k, True
-    )
+    if prior is not None and np.shape(prior.cam_T_world_k44) != cam_T_world_k44.shape:
+        raise ValueError(
+            f"bundle_adjust: expected prior poses of shape {cam_T_world_k44.shape}, got {np.shape(prior.cam_T_world_k44)}"
+        )
+    if depth is not None and np.shape(depth.depth_m) != cam_index_m.shape:
+        raise ValueError(
+            f"bundle_adjust: expected one measured depth per observation {cam_index_m.shape}, got "
+            f"{np.shape(depth.depth_m)}"
+        )
+    problem = _Problem(K_33, cam_index_m, point_index_m, uv_m2, config, prior, depth)
+    result = _solve(problem, cam_T_world_k44, points_n3, ~fixed_k, True)
     result.cam_T_world_k44[fixed_k] = cam_T_world_k44[fixed_k]
     return result
 

@@ -8,7 +8,8 @@ are triangulated between the keyframe where a track was born and the new one; th
 keyframes are bundle-adjusted together with fixed older keyframes that see the same
 points (which fixes the gauge and the monocular scale); and new corners fill the image.
 Non-keyframe poses are stored relative to their keyframe, so bundle adjustment moves
-them too. When tracking is lost the tracker re-initialises
+them too; after the last frame, all keyframes and points of each segment are adjusted
+together. When tracking is lost the tracker re-initialises
 from two views and chains the new segment to the last pose of the old one (same pose,
 same median scene depth). Poses are in "tracking units": the first map has median
 depth 1.
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from mvs.geometry import invert_pose_44, project_n2, transform_n3
 from mvs.types import Camera, Sequence
-from slam.bundle import BundleConfig, bundle_adjust
+from slam.bundle import BundleConfig, ObservedDepth, bundle_adjust
 from slam.klt import KLTConfig, detect_corners_n2, free_mask_hw, track_points_n2
 from slam.pnp import solve_pnp
 from slam.result import TRACKING_UNITS, TrackingFailed, TrackingResult
@@ -48,7 +49,12 @@ class VOConfig:
     times the median scene depth from the last keyframe, turned by `keyframe_rotation_deg`,
     tracks fewer than `keyframe_min_tracked` map points, or after `keyframe_max_gap` frames.
     window: keyframes optimised by bundle adjustment, with up to `window_fixed` older ones
-    fixed. reacquire_*: at a keyframe, untracked points of the last `reacquire_keyframes`
+    fixed. global_adjustment: at the end, bundle-adjust all keyframes of each segment at
+    once (`global_bundle`); where frames come with sensor depth, the depths of the
+    keyframes' points join it as measurements with a standard deviation of
+    `depth_sigma_relative` times the depth, which holds the scale along the trajectory
+    (a point's depth is read where the sensor's 3x3 neighbourhood spreads by at most
+    `depth_max_spread` of it). reacquire_*: at a keyframe, untracked points of the last `reacquire_keyframes`
     keyframes are searched for within `reacquire_radius_px` of their projection.
     """
 
@@ -71,6 +77,10 @@ class VOConfig:
     keyframe_max_gap: int = 20
     window: int = 6
     window_fixed: int = 4
+    global_bundle: BundleConfig = field(default_factory=lambda: BundleConfig(iterations=10, rounds=2))
+    global_adjustment: bool = True
+    depth_sigma_relative: float = 0.005
+    depth_max_spread: float = 0.03
     reacquire_keyframes: int = 10
     reacquire_radius_px: float = 4.0
 
@@ -79,7 +89,8 @@ class VOConfig:
 class _Keyframe:
     """A keyframe's pose and its observations: track ids (N,) at pixels (N, 2); `valid_n`
     is False where bundle adjustment rejected the observation; `gray_hw` is the tracking
-    image, kept while the keyframe is recent enough to re-find points from."""
+    image, kept while the keyframe is recent enough to re-find points from; `depth_n` the
+    sensor depth (metres, nan where invalid) at each observation, when the frame had it."""
 
     frame_index: int
     cam_T_world_44: np.ndarray
@@ -87,6 +98,7 @@ class _Keyframe:
     uv_n2: np.ndarray
     valid_n: np.ndarray
     gray_hw: np.ndarray | None
+    depth_n: np.ndarray | None = None
 
 
 @dataclass
@@ -134,6 +146,7 @@ class MonocularTracker:
         self.anchors: dict[int, tuple[int, np.ndarray]] = {}
         self.lost: list[int] = []
         self.segment_first_kf = 0
+        self.segment_starts: list[int] = []
         self.initialised = False
         self.prev_gray_hw: np.ndarray | None = None
         self.track_ids_n = np.zeros(0, dtype=np.int64)
@@ -141,14 +154,18 @@ class MonocularTracker:
         self.next_track_id = 0
         self.reference_index = -1
         self.reference_gray_hw: np.ndarray | None = None
+        self.reference_depth_hw: np.ndarray | None = None
+        self.depth_hw: np.ndarray | None = None
         self.pending: list[_PendingFrame] = []
         self.last_cam_T_world_44: np.ndarray | None = None
         self.velocity_44 = np.eye(4)
         self.frames_since_keyframe = 0
 
     # ------------------------------------------------------------------ frames
-    def process(self, frame_index: int, image_hw3: np.ndarray) -> None:
-        """Track one RGB uint8 frame (H, W, 3) of the sequence camera's size."""
+    def process(self, frame_index: int, image_hw3: np.ndarray, depth_hw: np.ndarray | None = None) -> None:
+        """Track one RGB uint8 frame (H, W, 3) of the sequence camera's size, with its
+        sensor depth (H, W) in metres (0 invalid) when the global adjustment should use it."""
+        self.depth_hw = depth_hw
         gray_hw = cv2.cvtColor(image_hw3, cv2.COLOR_RGB2GRAY)
         if gray_hw.shape[1] != self.tracking_size_wh[0]:
             gray_hw = cv2.resize(gray_hw, self.tracking_size_wh, interpolation=cv2.INTER_AREA)
@@ -170,6 +187,7 @@ class MonocularTracker:
         self.initialised = False
         self.reference_index = frame_index
         self.reference_gray_hw = gray_hw
+        self.reference_depth_hw = self.depth_hw
         self.pending = []
         self.prev_gray_hw = gray_hw
         self.track_ids_n = np.zeros(0, dtype=np.int64)
@@ -235,6 +253,7 @@ class MonocularTracker:
         self.points.xyz_n3[ids_n[inlier_n]] = points_n3[inlier_n]
         self.points.ok_n[ids_n[inlier_n]] = True
         first_kf = len(self.keyframes)
+        self.segment_starts.append(first_kf)
         self.points.birth_kf_n[ids_n] = first_kf
         all_n = np.ones(len(ids_n), dtype=bool)
         self.keyframes.append(
@@ -242,6 +261,7 @@ class MonocularTracker:
                 self.reference_index, np.eye(4), ids_n.copy(), reference_uv_n2, all_n, self.reference_gray_hw
             )
         )
+        self.keyframes[-1].depth_n = self._sensor_depth_n(self.reference_depth_hw, reference_uv_n2)
         self.keyframes.append(
             _Keyframe(
                 frame_index, b_T_a_44, ids_n.copy(), self.track_uv_n2.astype(np.float64), all_n.copy(), gray_hw
@@ -378,7 +398,27 @@ class MonocularTracker:
         kf.track_ids_n = np.concatenate([kf.track_ids_n, new_ids_n])
         kf.uv_n2 = np.concatenate([kf.uv_n2, self.points.birth_uv_n2[new_ids_n]])
         kf.valid_n = np.concatenate([kf.valid_n, np.ones(len(new_ids_n), dtype=bool)])
+        kf.depth_n = self._sensor_depth_n(self.depth_hw, kf.uv_n2)
         self.frames_since_keyframe = 0
+
+    def _sensor_depth_n(self, depth_hw: np.ndarray | None, uv_n2: np.ndarray) -> np.ndarray | None:
+        """Sensor depth (N,) in metres at tracking-image pixels (N, 2), or None without a
+        depth map: the nearest depth pixel's value where its 3x3 neighbourhood is valid and
+        spreads by at most `depth_max_spread` of it (corners often sit on depth edges,
+        where the nearest pixel may belong to either side); nan elsewhere."""
+        if depth_hw is None:
+            return None
+        height, width = depth_hw.shape
+        scale = width / self.tracking_size_wh[0]
+        pixel_n2 = np.rint((uv_n2 + 0.5) * scale - 0.5).astype(np.int64)
+        inside_n = (pixel_n2[:, 0] >= 1) & (pixel_n2[:, 0] < width - 1) & (pixel_n2[:, 1] >= 1) & (pixel_n2[:, 1] < height - 1)
+        dy_33, dx_33 = np.meshgrid(np.arange(-1, 2), np.arange(-1, 2), indexing="ij")
+        patch_n9 = depth_hw[pixel_n2[inside_n, 1, None] + dy_33.ravel(), pixel_n2[inside_n, 0, None] + dx_33.ravel()]
+        centre_n = depth_hw[pixel_n2[inside_n, 1], pixel_n2[inside_n, 0]]
+        flat_n = (patch_n9.min(axis=1) > 0) & (np.ptp(patch_n9, axis=1) <= self.config.depth_max_spread * centre_n)
+        depth_n = np.full(len(uv_n2), np.nan)
+        depth_n[np.flatnonzero(inside_n)[flat_n]] = centre_n[flat_n]
+        return depth_n
 
     def _reacquire(self, kf: _Keyframe) -> None:
         """Re-find map points of recent keyframes that are no longer tracked: each is
@@ -457,8 +497,7 @@ class MonocularTracker:
         if first_free == self.segment_first_kf:
             first_free = min(first_free + 2, len(self.keyframes) - 1)
         free = list(range(first_free, len(self.keyframes)))
-        free_ids_n = np.unique(np.concatenate([self.keyframes[k].track_ids_n[self.keyframes[k].valid_n] for k in free]))
-        free_ids_n = free_ids_n[self.points.ok_n[free_ids_n]]
+        free_ids_n = self._observed_point_ids_n(free)
         shared_k = np.array(
             [
                 np.count_nonzero(np.isin(self.keyframes[k].track_ids_n[self.keyframes[k].valid_n], free_ids_n))
@@ -468,36 +507,84 @@ class MonocularTracker:
         )
         best_k = np.argsort(-shared_k, kind="stable")[: config.window_fixed]
         fixed = sorted(self.segment_first_kf + int(k) for k in best_k if shared_k[k] > 0)
+        if fixed and free:
+            self._bundle_adjust(fixed, free, free_ids_n, config.bundle)
+
+    def adjust_globally(self) -> None:
+        """Bundle-adjust every segment's keyframes and map points together, the segment's
+        first two keyframes held fixed (its gauge and scale, as the windows kept them)."""
+        ends = self.segment_starts[1:] + [len(self.keyframes)]
+        for first, end in zip(self.segment_starts, ends):
+            if end - first > 2:
+                free = list(range(first + 2, end))
+                self._bundle_adjust(
+                    [first, first + 1], free, self._observed_point_ids_n(free), self.config.global_bundle, with_depth=True
+                )
+        if self.initialised:
+            self.last_cam_T_world_44 = self.keyframes[-1].cam_T_world_44
+
+    def _observed_point_ids_n(self, keyframes: list[int]) -> np.ndarray:
+        """Ids (sorted) of the map points the keyframes at these positions observe."""
+        ids_n = np.unique(np.concatenate([self.keyframes[k].track_ids_n[self.keyframes[k].valid_n] for k in keyframes]))
+        return ids_n[self.points.ok_n[ids_n]]
+
+    def _bundle_adjust(
+        self, fixed: list[int], free: list[int], point_ids_n: np.ndarray, bundle: BundleConfig, with_depth: bool = False
+    ) -> None:
+        """Refine the keyframes at positions `free` and the map points `point_ids_n` from
+        every observation of those points in them and in the fixed keyframes `fixed`, and
+        `with_depth` from the sensor depths of the keyframes that have them; observations
+        left with an error over `bundle.outlier_px` are marked invalid."""
         window = [self.keyframes[k] for k in fixed + free]
-        if len(window) < 2 or not fixed:
-            return
         cam_index, track_ids, uv, positions = [], [], [], []
         for k, kf in enumerate(window):
-            use_n = kf.valid_n & np.isin(kf.track_ids_n, free_ids_n)
+            use_n = kf.valid_n & np.isin(kf.track_ids_n, point_ids_n)
             cam_index.append(np.full(use_n.sum(), k))
             track_ids.append(kf.track_ids_n[use_n])
             uv.append(kf.uv_n2[use_n])
             positions.append(np.nonzero(use_n)[0])
-        point_ids_n, point_index_m = np.unique(np.concatenate(track_ids), return_inverse=True)
-        fixed_k = np.arange(len(window)) < len(fixed)
+        observed_ids_n, point_index_m = np.unique(np.concatenate(track_ids), return_inverse=True)
+        cam_T_world_k44 = np.stack([kf.cam_T_world_44 for kf in window])
+        cam_index_m = np.concatenate(cam_index)
+        depth = None
+        if with_depth and any(kf.depth_n is not None for kf in window):
+            depth_m = np.concatenate(
+                [np.full(len(positions[k]), np.nan) if kf.depth_n is None else kf.depth_n[positions[k]] for k, kf in enumerate(window)]
+            )
+            depth = self._depth_in_tracking_units(cam_T_world_k44, cam_index_m, observed_ids_n[point_index_m], depth_m)
         result = bundle_adjust(
             self.K_33,
-            np.stack([kf.cam_T_world_44 for kf in window]),
-            self.points.xyz_n3[point_ids_n],
-            np.concatenate(cam_index),
+            cam_T_world_k44,
+            self.points.xyz_n3[observed_ids_n],
+            cam_index_m,
             point_index_m,
             np.concatenate(uv),
-            fixed_k,
-            config.bundle,
+            np.arange(len(window)) < len(fixed),
+            bundle,
+            depth=depth,
         )
-        self.points.xyz_n3[point_ids_n] = result.points_n3
-        outlier_m = ~(result.errors_m < config.bundle.outlier_px)
+        self.points.xyz_n3[observed_ids_n] = result.points_n3
+        outlier_m = ~(result.errors_m < bundle.outlier_px)
         start = 0
         for k, kf in enumerate(window):
             kf.cam_T_world_44 = result.cam_T_world_k44[k]
             count = len(positions[k])
             kf.valid_n[positions[k][outlier_m[start : start + count]]] = False
             start += count
+
+    def _depth_in_tracking_units(
+        self, cam_T_world_k44: np.ndarray, cam_index_m: np.ndarray, point_id_m: np.ndarray, depth_m: np.ndarray
+    ) -> ObservedDepth | None:
+        """Sensor depths (M,) in metres of observations of points `point_id_m` by cameras
+        `cam_index_m`, as measurements in tracking units: times the median ratio of tracked
+        to sensor depth. None where no observation has a depth."""
+        z_m = np.einsum("mj,mj->m", cam_T_world_k44[cam_index_m, 2, :3], self.points.xyz_n3[point_id_m])
+        z_m += cam_T_world_k44[cam_index_m, 2, 3]
+        measured_m = np.isfinite(depth_m) & (z_m > 0)
+        if not measured_m.any():
+            return None
+        scale = float(np.median(z_m[measured_m] / depth_m[measured_m]))
+        return ObservedDepth(scale * depth_m, self.config.depth_sigma_relative)
 
     def _drop_outlier_tracks(self, kf: _Keyframe) -> None:
         """Stop tracks whose observation in the newest keyframe was rejected."""
@@ -535,8 +622,11 @@ class MonocularTracker:
         )
 
 
-def track_sequence(sequence: Sequence, config: VOConfig | None = None, progress: bool = True) -> TrackingResult:
-    """Monocular visual odometry over every frame of `sequence` (poses in tracking units).
+def track_sequence(
+    sequence: Sequence, config: VOConfig | None = None, progress: bool = True, use_depth: bool = False
+) -> TrackingResult:
+    """Monocular visual odometry over every frame of `sequence` (poses in tracking units);
+    `use_depth`: the global adjustment also fits the frames' sensor depth (up to one scale).
 
     Raises TrackingFailed, carrying the partial result, when no two frames of the sequence
     had enough parallax and texture to initialise a map.
@@ -545,7 +635,11 @@ def track_sequence(sequence: Sequence, config: VOConfig | None = None, progress:
     seconds = 0.0
     for frame in tqdm(sequence, total=len(sequence), desc="tracking", unit="frame", disable=not progress):
         start = time.perf_counter()
-        tracker.process(frame.index, frame.image_hw3)
+        tracker.process(frame.index, frame.image_hw3, frame.depth_hw if use_depth else None)
+        seconds += time.perf_counter() - start
+    if tracker.config.global_adjustment:
+        start = time.perf_counter()
+        tracker.adjust_globally()
         seconds += time.perf_counter() - start
     result = tracker.result()
     result.tracking_seconds = seconds

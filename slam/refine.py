@@ -7,10 +7,12 @@ the colour ones; the colour frame then sits up to a few frames' motion away from
 
 The refinement keeps the given trajectory's frame, scale and overall shape and corrects
 each frame locally: KLT tracks across the frames are triangulated with the current poses,
-every frame is re-posed against the points it sees (robust resection), and the two steps
-alternate. Points are seen from many frames, so per-frame errors average out of them and
-the resection moves each frame towards the pose its colour image shows. A frame that sees
-too few points, or whose correction exceeds the plausible bounds, keeps its given pose.
+then every pose and point is bundle-adjusted at once, each pose held near its given one by
+a weak prior (which fixes the gauge and the scale and costs little against the hundreds of
+pixel residuals a frame has); the points are re-triangulated with the new poses and the
+adjustment repeats. Points are seen from many frames, so per-frame errors average out of
+them and each frame moves towards the pose its colour image shows. A frame that sees too
+few points, or whose correction exceeds the plausible bounds, keeps its given pose.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tqdm import tqdm
 
 from mvs.geometry import invert_pose_44, rotation_angle
 from mvs.types import Sequence
-from slam.bundle import BundleConfig, bundle_adjust, resect_poses
+from slam.bundle import BundleConfig, PosePrior, bundle_adjust
 from slam.klt import KLTConfig, detect_corners_n2, track_points_n2
 from slam.twoview import triangulate_n3, triangulation_angles_deg_n
 
@@ -36,12 +38,11 @@ class PoseRefineConfig:
 
     min_views: observations a track needs to make a point; min_angle_deg: the smallest angle
     between the rays of its first and last observation; max_error_px: observations farther
-    than this from their point's projection are dropped. iterations: triangulate-resect
-    rounds; alternating converges slowly (redkitchen 0:1000:2 with learned depth: AbsRel
-    0.129 / delta1 0.816 after 3 rounds, 0.125 / 0.829 after 6, 0.117 / 0.841 after 12,
-    0.116 / 0.843 after 20, each round about 6 s). min_points: fewest points a frame must
-    see to be re-posed. max_rotation_deg, max_translation_m: larger corrections are rejected
-    (the frame keeps its pose).
+    than this from their point's projection are dropped. iterations: triangulate-adjust
+    rounds. prior_sigma_m, prior_sigma_deg: standard deviations of the prior holding each
+    pose near its given one. min_points: fewest points a frame must see to be re-posed.
+    max_rotation_deg, max_translation_m: larger corrections are rejected (the frame keeps
+    its pose).
     """
 
     max_width: int = 640
@@ -50,7 +51,9 @@ class PoseRefineConfig:
     min_views: int = 3
     min_angle_deg: float = 2.0
     max_error_px: float = 3.0
-    iterations: int = 20
+    iterations: int = 3
+    prior_sigma_m: float = 0.01
+    prior_sigma_deg: float = 0.25
     min_points: int = 30
     max_rotation_deg: float = 3.0
     max_translation_m: float = 0.05
@@ -168,25 +171,35 @@ def refine_poses(sequence: Sequence, world_T_cam_44: dict[int, np.ndarray], conf
     world_T_given_k44 = np.stack([world_T_cam_44[i] for i in indices])
     given_k44 = np.stack([invert_pose_44(pose_44) for pose_44 in world_T_given_k44])
     tracks = _track_frames(sequence, indices, config)
+    prior = PosePrior(given_k44, config.prior_sigma_m, np.deg2rad(config.prior_sigma_deg))
     cam_T_world_k44 = given_k44.copy()
-    for _ in tqdm(range(config.iterations), desc="refining poses: resection", unit="round"):
+    for _ in tqdm(range(config.iterations), desc="refining poses: bundle adjustment", unit="round"):
         points_n3, point_m = _triangulate(K_33, cam_T_world_k44, tracks, config)
         seen_m = point_m >= 0
         seen_k = np.bincount(tracks.frame_m[seen_m], minlength=len(indices))
-        resected_k44, errors_m = resect_poses(
-            K_33, cam_T_world_k44, points_n3, tracks.frame_m[seen_m], point_m[seen_m], tracks.uv_m2[seen_m], config.bundle
+        result = bundle_adjust(
+            K_33,
+            cam_T_world_k44,
+            points_n3,
+            tracks.frame_m[seen_m],
+            point_m[seen_m],
+            tracks.uv_m2[seen_m],
+            np.zeros(len(indices), dtype=bool),
+            config.bundle,
+            prior,
         )
-        inliers_k = np.bincount(tracks.frame_m[seen_m][errors_m <= config.max_error_px], minlength=len(indices))
-        correction_k44 = resected_k44 @ world_T_given_k44
+        adjusted_k44 = result.cam_T_world_k44
+        inliers_k = np.bincount(tracks.frame_m[seen_m][result.errors_m <= config.max_error_px], minlength=len(indices))
+        correction_k44 = adjusted_k44 @ world_T_given_k44
         rotation_k = np.array([np.rad2deg(rotation_angle(c_44[:3, :3])) for c_44 in correction_k44])
-        shift_k = np.linalg.norm(camera_centres_k3(resected_k44) - world_T_given_k44[:, :3, 3], axis=1)
+        shift_k = np.linalg.norm(camera_centres_k3(adjusted_k44) - world_T_given_k44[:, :3, 3], axis=1)
         refined_k = (
             (seen_k >= config.min_points)
             & (inliers_k >= config.min_points)
             & (rotation_k <= config.max_rotation_deg)
             & (shift_k <= config.max_translation_m)
         )
-        cam_T_world_k44 = np.where(refined_k[:, None, None], resected_k44, given_k44)
+        cam_T_world_k44 = np.where(refined_k[:, None, None], adjusted_k44, given_k44)
     refined = {i: invert_pose_44(cam_T_world_k44[k]) if refined_k[k] else world_T_cam_44[i] for k, i in enumerate(indices)}
     return PoseRefinement(
         world_T_cam_44=refined,

@@ -87,6 +87,16 @@ def test_scale_from_sensor_depth_matches_ground_truth(room_sequence, room_tracki
     assert metrics.ate_rmse < 0.02
 
 
+def test_sensor_depth_in_the_global_adjustment_on_a_rendered_room(room_sequence, room_tracking):
+    with_depth = track_sequence(room_sequence, SMALL_IMAGE_VO, progress=False, use_depth=True)
+    assert with_depth.scale == TRACKING_UNITS
+    truth = room_sequence.gt_world_T_cam_44
+    metric = evaluate_trajectory(scale_from_sensor(with_depth, room_sequence).world_T_cam_44, truth, with_scale=False)
+    alone = evaluate_trajectory(scale_from_sensor(room_tracking, room_sequence).world_T_cam_44, truth, with_scale=False)
+    # Measured: ATE 0.36 cm with the depths against 0.70 cm without, after the sensor scale.
+    assert metric.ate_rmse < 0.005 and metric.ate_rmse < alone.ate_rmse
+
+
 def test_per_keyframe_sensor_scale_on_a_rendered_room(room_sequence, room_tracking):
     metric = scale_from_sensor(room_tracking, room_sequence, SensorScaleConfig(per_keyframe_window=2))
     assert metric.scale == METRES and sorted(metric.world_T_cam_44) == sorted(room_tracking.world_T_cam_44)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pypose as pp
 import pytest
+import torch
 
 from mvs.geometry import invert_pose_44, look_at_world_T_cam_44, project_n2, transform_n3
-from slam.bundle import BundleConfig, bundle_adjust, refine_pose
+from slam.bundle import BundleConfig, ObservedDepth, PosePrior, _Problem, _solve_step, bundle_adjust, refine_pose
 from slam.pnp import solve_pnp
 from slam.twoview import checked_triangulation, initialise_two_view, triangulate_n3
 
@@ -132,6 +134,82 @@ def test_bundle_adjustment_with_outliers_recovers_poses_and_points():
     assert np.all(result.errors_m[~outlier_m & recovered_n[point_index_m]] < 1e-6)
     assert np.all(result.errors_m[outlier_m] > BundleConfig().outlier_px)
     assert result.final_cost < 1e-12 * result.initial_cost
+
+
+def test_sparse_schur_step_equals_the_full_damped_gauss_newton_step():
+    """The reduced camera system plus back-substitution solves the full normal equations
+    (cameras and points together) exactly, with partial visibility, a camera seeing a
+    point twice, and fixed cameras in between free ones."""
+    cam_T_world_k44, points_n3, cam_index_m, point_index_m, uv_m2, _ = _window(8, 5, 30, 0.1, visibility=0.7)
+    cam_index_m, point_index_m = np.append(cam_index_m, cam_index_m[0]), np.append(point_index_m, point_index_m[0])
+    uv_m2 = np.append(uv_m2, uv_m2[:1] + 0.5, axis=0)
+    rng = np.random.default_rng(8)
+    start_k44 = cam_T_world_k44.copy()
+    start_k44[:, :3, 3] += rng.normal(0, 0.02, (5, 3))
+    start_n3 = points_n3 + rng.normal(0, 0.03, points_n3.shape)
+    free_k = np.array([False, True, True, False, True])
+    problem = _Problem(K_33, cam_index_m, point_index_m, uv_m2, BundleConfig())
+    lin = problem.linearise(pp.mat2SE3(torch.from_numpy(start_k44), check=False), torch.from_numpy(start_n3))
+    damping = 0.1
+    step_c_k6, step_p_n3 = _solve_step(lin, problem, 5, len(points_n3), torch.from_numpy(free_k), True, damping)
+    # The full system over the free cameras' twists and all points, from the stacked Jacobian.
+    free_f = np.flatnonzero(free_k)
+    num_vars = 6 * len(free_f) + 3 * len(points_n3)
+    J = np.zeros((2 * len(cam_index_m), num_vars))
+    for m, (k, n) in enumerate(zip(cam_index_m, point_index_m)):
+        if free_k[k]:
+            J[2 * m : 2 * m + 2, 6 * np.searchsorted(free_f, k) :][:, :6] = lin.J_pose_mr6[m].numpy()
+        J[2 * m : 2 * m + 2, 6 * len(free_f) + 3 * n :][:, :3] = lin.J_point_mr3[m].numpy()
+    w = lin.weight_mr.numpy().reshape(-1)
+    H = J.T @ (w[:, None] * J)
+    H += np.diag(damping * np.diag(H) + 1e-9)
+    full = np.linalg.solve(H, -J.T @ (w * lin.residual_mr.numpy().reshape(-1)))
+    np.testing.assert_allclose(step_c_k6.numpy()[free_f].reshape(-1), full[: 6 * len(free_f)], rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(step_p_n3.numpy().reshape(-1), full[6 * len(free_f) :], rtol=1e-7, atol=1e-10)
+    assert np.all(step_c_k6.numpy()[~free_k] == 0)
+
+
+def test_pose_prior_fixes_the_gauge_with_every_camera_free():
+    """No camera fixed: a prior at the true poses makes the truth the unique minimum (zero
+    reprojection error and zero prior cost), and a tight prior on wrong poses keeps them."""
+    cam_T_world_k44, points_n3, cam_index_m, point_index_m, uv_m2, _ = _window(9, 5, 200, 0.0)
+    rng = np.random.default_rng(9)
+    start_k44 = cam_T_world_k44.copy()
+    start_k44[:, :3, 3] += rng.normal(0, 0.02, (5, 3))
+    start_n3 = points_n3 + rng.normal(0, 0.03, points_n3.shape)
+    free_k = np.zeros(5, dtype=bool)
+    config = BundleConfig(iterations=30, rounds=1)
+    truth = PosePrior(cam_T_world_k44, sigma_translation=0.05, sigma_rotation_rad=0.02)
+    result = bundle_adjust(K_33, start_k44, start_n3, cam_index_m, point_index_m, uv_m2, free_k, config, truth)
+    np.testing.assert_allclose(result.cam_T_world_k44, cam_T_world_k44, atol=1e-8)
+    np.testing.assert_allclose(result.points_n3, points_n3, atol=1e-7)
+    tight = PosePrior(start_k44, sigma_translation=1e-7, sigma_rotation_rad=1e-7)
+    result = bundle_adjust(K_33, start_k44, start_n3, cam_index_m, point_index_m, uv_m2, free_k, config, tight)
+    np.testing.assert_allclose(result.cam_T_world_k44, start_k44, atol=1e-6)
+
+
+def test_measured_depth_fixes_the_monocular_scale():
+    """One camera fixed leaves the scale free; depths measured for a third of the
+    observations (10 % of them twice too far) pin it, and the truth is recovered."""
+    cam_T_world_k44, points_n3, cam_index_m, point_index_m, uv_m2, _ = _window(10, 5, 200, 0.0)
+    rng = np.random.default_rng(10)
+    depth_m = np.array([transform_n3(cam_T_world_k44[k], points_n3[n][None])[0, 2] for k, n in zip(cam_index_m, point_index_m)])
+    depth_m[rng.random(len(depth_m)) < 2 / 3] = np.nan
+    wrong_m = rng.random(len(depth_m)) < 0.1
+    depth_m[wrong_m] *= 2.0
+    scale = 1.3
+    start_k44 = cam_T_world_k44.copy()
+    start_k44[1:, :3, 3] = scale * start_k44[1:, :3, 3] + rng.normal(0, 0.01, (4, 3))
+    start_n3 = scale * points_n3 + rng.normal(0, 0.03, points_n3.shape)
+    result = bundle_adjust(
+        K_33, start_k44, start_n3, cam_index_m, point_index_m, uv_m2, np.arange(5) < 1,
+        BundleConfig(iterations=40, rounds=2), depth=ObservedDepth(depth_m, sigma_relative=0.01),
+    )
+    np.testing.assert_allclose(result.cam_T_world_k44, cam_T_world_k44, atol=1e-7)
+    # A point dragged away by a wrong depth in the first round may lose all its observations.
+    recovered_n = np.linalg.norm(result.points_n3 - points_n3, axis=1) < 1e-6
+    misled_n = np.bincount(point_index_m[wrong_m & np.isfinite(depth_m)], minlength=len(points_n3)) > 0
+    assert np.all(recovered_n[~misled_n]) and recovered_n.mean() > 0.9
 
 
 def test_bundle_adjustment_rejects_inconsistent_input():
