@@ -3,7 +3,9 @@
 Camera poses are pypose SE3 LieTensors `cam_T_world` (world to camera), updated on the
 left by the exponential of a twist (translation first, then rotation, pypose's se3
 order); world points are free 3-vectors. Residuals are reprojection errors in pixels under
-a Huber kernel (iteratively reweighted). The normal equations are solved with the Schur
+a Huber kernel (iteratively reweighted), optionally joined by measured depths of the
+observations (`ObservedDepth`, whitened by their standard deviation) and by a Gaussian
+prior on the poses (`PosePrior`). The normal equations are solved with the Schur
 complement on the points: the point blocks are 3x3 and inverted in a batch, and the
 reduced camera system, whose 6x6 block (i, j) is non-zero only where cameras i and j see a
 common point, is assembled and solved as a sparse matrix, so a whole trajectory can be

@@ -1,4 +1,5 @@
-"""`depth` suite: learned vs classic vs sensor depth on redkitchen, with ground-truth poses.
+"""`depth` suite: learned vs classic vs sensor depth on redkitchen, with ground-truth poses,
+and the learned depth at our own monocular poses (the whole pipeline from the images).
 
 Accuracy, mesh F-score, time per stage and peak memory come from `python -m mvs.run` and
 `python -m mvs.eval` children; milliseconds per keyframe of each step at 320x240 input,
@@ -27,7 +28,13 @@ from mvs.sequences import open_sequence
 from mvs.types import Frame, Sequence
 
 FRAMES = "0:1000:2"
-SOURCES = ("sensor", "classic", "learned")
+RUNS = {
+    "sensor": ("rk_sensor", ["--depth", "sensor"]),
+    "classic": ("rk_classic", ["--depth", "classic"]),
+    "learned": ("rk_learned", ["--depth", "learned"]),
+    "learned, `--poses track --scale sensor`": ("rk_track_learned", ["--depth", "learned", "--poses", "track", "--scale", "sensor"]),
+}
+"""Row label: output folder and the run's own arguments."""
 REPEATS = 10
 
 
@@ -96,24 +103,24 @@ def keyframe_table(sequence: Sequence, repeats: int) -> tuple[Table, dict]:
     return table, {name: ms for name, ms in rows}
 
 
-def run_args(context: BenchContext, source: str) -> list[str]:
-    return ["--sequence", context.kitchen, "--frames", FRAMES, "--config", "configs/7scenes.yaml",
-            "--depth", source]
+def run_args(context: BenchContext, label: str) -> list[str]:
+    return ["--sequence", context.kitchen, "--frames", FRAMES, "--config", "configs/7scenes.yaml", *RUNS[label][1]]
 
 
 def run(context: BenchContext) -> tuple[list[Table], dict]:
     measured: dict[str, Measured] = {}
-    for source in SOURCES:
-        measured[source] = run_and_evaluate(run_args(context, source), Path(context.work_dir) / "depth" / f"rk_{source}")
+    out_dirs = {label: Path(context.work_dir) / "depth" / folder for label, (folder, _) in RUNS.items()}
+    for label in RUNS:
+        measured[label] = run_and_evaluate(run_args(context, label), out_dirs[label])
     accuracy = Table(
-        f"Depth and mesh accuracy: redkitchen {FRAMES}, ground-truth poses",
-        [f"{m.run.command} && python -m mvs.eval --out {context.work_dir / 'depth' / f'rk_{s}'}"
-         for s, m in measured.items()],
+        f"Depth and mesh accuracy: redkitchen {FRAMES}, ground-truth poses unless the row says otherwise",
+        [f"{m.run.command} && python -m mvs.eval --out {out_dirs[label]}" for label, m in measured.items()],
         ["depth", "AbsRel", "delta < 1.25", "delta < 1.25^2", "completeness", "mesh F-score @ 5 cm", "keyframes"],
         "lrrrrrr",
         notes="Depth against the Kinect depth within (0, 10] m over the keyframes' maps; mesh against the mesh "
               "fused from sensor depth with ground-truth poses, culled to the views. The sensor row fuses the "
-              "sensor's own maps (every frame): the ceiling of the mesh score.",
+              "sensor's own maps (every frame): the ceiling of the mesh score. The tracked row's mesh is first "
+              "aligned to the ground truth by the SE(3) alignment of its trajectory (as `mvs.eval` does).",
     )
     stages = Table(
         f"Time per stage and peak memory of those runs (seconds; {FRAMES} = 500 frames)",
