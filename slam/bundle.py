@@ -8,8 +8,8 @@ observations (`ObservedDepth`, whitened by their standard deviation) and by a Ga
 prior on the poses (`PosePrior`). The normal equations are solved with the Schur
 complement on the points: the point blocks are 3x3 and inverted in a batch, and the
 reduced camera system, whose 6x6 block (i, j) is non-zero only where cameras i and j see a
-common point, is assembled and solved as a sparse matrix, so a whole trajectory can be
-adjusted at once. Jacobians are analytic.
+common point, is assembled and solved dense for a window of keyframes and as a sparse
+matrix beyond, so a whole trajectory can be adjusted at once. Jacobians are analytic.
 """
 
 from __future__ import annotations
@@ -255,16 +255,26 @@ class _Problem:
         )
 
 
-def _block_sparse(
-    block_o63: torch.Tensor, slot_o: torch.Tensor, point_o: torch.Tensor, num_free: int, num_points: int
-) -> scipy.sparse.csr_matrix:
+DENSE_REDUCTION_MAX_ENTRIES = 2_000_000
+"""Largest (6F x 3N) camera-point block matrix the reduction builds dense: a window's is
+faster dense, a whole trajectory's only fits sparse."""
+
+
+def _block_matrix(
+    block_o63: torch.Tensor, slot_o: torch.Tensor, point_o: torch.Tensor, num_free: int, num_points: int, dense: bool
+) -> np.ndarray | scipy.sparse.csr_matrix:
     """The (6F, 3N) matrix with 6x3 block `block_o63[o]` at block row `slot_o[o]` (a free
-    camera) and block column `point_o[o]`; blocks at the same position add up."""
+    camera) and block column `point_o[o]`, blocks at the same position adding up; a numpy
+    array when `dense`, else a sparse matrix."""
     rows_o63 = (6 * slot_o[:, None, None] + torch.arange(6)[None, :, None]).expand(-1, 6, 3)
     cols_o63 = (3 * point_o[:, None, None] + torch.arange(3)[None, None, :]).expand(-1, 6, 3)
+    shape = (6 * num_free, 3 * num_points)
+    if dense:
+        flat = torch.zeros(shape[0] * shape[1], dtype=torch.float64)
+        flat.index_add_(0, (rows_o63 * shape[1] + cols_o63).reshape(-1), block_o63.reshape(-1))
+        return flat.reshape(shape).numpy()
     return scipy.sparse.csr_matrix(
-        (block_o63.reshape(-1).numpy(), (rows_o63.reshape(-1).numpy(), cols_o63.reshape(-1).numpy())),
-        shape=(6 * num_free, 3 * num_points),
+        (block_o63.reshape(-1).numpy(), (rows_o63.reshape(-1).numpy(), cols_o63.reshape(-1).numpy())), shape=shape
     )
 
 
@@ -321,12 +331,16 @@ def _solve_step(
     on_free_m = slot_m >= 0
     slot_o, point_o = slot_m[on_free_m], problem.point_index_m[on_free_m]
     W_o63 = (Jc_T_m6r @ (w_mr1 * lin.J_point_mr3))[on_free_m]
-    W = _block_sparse(W_o63, slot_o, point_o, num_free, num_points)
-    Y = _block_sparse(W_o63 @ H_pp_inv_n33[point_o], slot_o, point_o, num_free, num_points)
-    S = scipy.sparse.block_diag(H_cc_f66.numpy(), format="csc") - (Y @ W.T).tocsc()
+    dense = 18 * num_free * num_points <= DENSE_REDUCTION_MAX_ENTRIES
+    W = _block_matrix(W_o63, slot_o, point_o, num_free, num_points, dense)
+    Y = _block_matrix(W_o63 @ H_pp_inv_n33[point_o], slot_o, point_o, num_free, num_points, dense)
     g_p = g_p_n3.reshape(-1).numpy()
     rhs = -g_c_k6[free_index_f].reshape(-1).numpy() + Y @ g_p
-    step_f = scipy.sparse.linalg.spsolve(S, rhs)
+    if dense:
+        step_f = np.linalg.solve(torch.block_diag(*H_cc_f66).numpy() - Y @ W.T, rhs)
+    else:
+        S = scipy.sparse.block_diag(H_cc_f66.numpy(), format="csc") - (Y @ W.T).tocsc()
+        step_f = scipy.sparse.linalg.spsolve(S, rhs)
     step_c_k6[free_index_f] = torch.from_numpy(step_f).reshape(num_free, 6)
     back_n3 = torch.from_numpy(g_p + W.T @ step_f).reshape(num_points, 3)
     step_p_n3 = -(H_pp_inv_n33 @ back_n3[:, :, None])[:, :, 0]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mvs.geometry import invert_pose_44, look_at_world_T_cam_44, project_n2, transform_n3
+from slam import bundle
 from slam.bundle import BundleConfig, ObservedDepth, PosePrior, _Problem, _solve_step, bundle_adjust, refine_pose
 from slam.pnp import solve_pnp
 from slam.twoview import checked_triangulation, initialise_two_view, triangulate_n3
@@ -136,10 +137,12 @@ def test_bundle_adjustment_with_outliers_recovers_poses_and_points():
     assert result.final_cost < 1e-12 * result.initial_cost
 
 
-def test_sparse_schur_step_equals_the_full_damped_gauss_newton_step():
-    """The reduced camera system plus back-substitution solves the full normal equations
-    (cameras and points together) exactly, with partial visibility, a camera seeing a
-    point twice, and fixed cameras in between free ones."""
+@pytest.mark.parametrize("dense_max_entries", [0, bundle.DENSE_REDUCTION_MAX_ENTRIES], ids=["sparse", "dense"])
+def test_schur_step_equals_the_full_damped_gauss_newton_step(monkeypatch, dense_max_entries):
+    """The reduced camera system (sparse or dense) plus back-substitution solves the full
+    normal equations (cameras and points together) exactly, with partial visibility, a
+    camera seeing a point twice, and fixed cameras in between free ones."""
+    monkeypatch.setattr(bundle, "DENSE_REDUCTION_MAX_ENTRIES", dense_max_entries)
     cam_T_world_k44, points_n3, cam_index_m, point_index_m, uv_m2, _ = _window(8, 5, 30, 0.1, visibility=0.7)
     cam_index_m, point_index_m = np.append(cam_index_m, cam_index_m[0]), np.append(point_index_m, point_index_m[0])
     uv_m2 = np.append(uv_m2, uv_m2[:1] + 0.5, axis=0)
