@@ -193,3 +193,29 @@ def test_looped_room_links_frame_i_to_frame_i_mod_n(tmp_path: Path) -> None:
     assert link_looped_room(room_dir, looped, 7) == looped
     with pytest.raises(ValueError, match="found none"):
         link_looped_room(tmp_path / "looped" / "intrinsic", tmp_path / "other", 7)
+
+
+def test_same_pixels_table_scores_learned_depth_where_classic_has_some(tmp_path: Path) -> None:
+    """Learned maps are cut to the classic maps' pixels: exact learned depth scores 0, the
+    classic map 10 % too far on its half of the image scores AbsRel 0.1."""
+    import cv2
+
+    from mvs.bench.depth import same_pixels_table
+    from mvs.types import Frame, Sequence
+
+    gt_hw = np.full((4, 6), 2.0, dtype=np.float32)
+    classic_hw = np.zeros((4, 6))
+    classic_hw[:, :3] = 2.2
+    for name, depth_hw in (("learned", gt_hw), ("classic", classic_hw)):
+        (tmp_path / name / "depth").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / name / "depth" / "7.png"), np.round(depth_hw * 1000).astype(np.uint16))
+    sequence = Sequence(
+        name="flat", root=tmp_path, layout="synthetic", camera=Camera(np.array([[5.0, 0, 3], [0, 5.0, 2], [0, 0, 1]]), 6, 4), indices=[7],
+        load_frame=lambda index: Frame(index, 0.0, np.zeros((4, 6, 3), np.uint8), gt_hw), has_depth=True,
+        has_poses=False,
+    )
+    table, data = same_pixels_table(sequence, tmp_path / "learned", tmp_path / "classic")
+    assert data["classic"]["abs_rel"] == pytest.approx(0.1) and data["classic"]["completeness"] == pytest.approx(0.5)
+    assert data["learned, on classic's pixels"]["abs_rel"] == pytest.approx(0.0)
+    assert data["learned, on classic's pixels"]["completeness"] == pytest.approx(0.5)
+    assert len(table.rows) == 2

@@ -14,6 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +24,7 @@ from mvs.bench.runs import BenchContext, Measured, run_and_evaluate
 from mvs.config import DepthConfig
 from mvs.costvolume import inverse_depth_hypotheses_d, same_camera_sweep, zncc_cost_volume
 from mvs.depth import ClassicDepthEstimator, LearnedDepthEstimator, grey_b1hw, prepare_inputs
+from mvs.depth_metrics import DepthMetricsAccumulator
 from mvs.local_sweep import local_sweep
 from mvs.regressors import classic_regress
 from mvs.sequences import open_sequence
@@ -103,6 +106,40 @@ def keyframe_table(sequence: Sequence, repeats: int) -> tuple[Table, dict]:
     return table, {name: ms for name, ms in rows}
 
 
+def read_depth_m_hw(path: Path) -> np.ndarray:
+    """A depth map written by `mvs.run` (uint16 millimetres) in metres."""
+    depth_mm_hw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if depth_mm_hw is None:
+        raise ValueError(f"{path}: cannot read depth image")
+    return depth_mm_hw.astype(np.float64) / 1000.0
+
+
+def same_pixels_table(sequence: Sequence, learned_dir: Path, classic_dir: Path) -> tuple[Table, dict]:
+    """Learned against classic depth on the pixels where classic gives an estimate, over the
+    keyframes both runs estimated (sensor depth within (0, 10] m)."""
+    names = sorted({p.name for p in (learned_dir / "depth").glob("*.png")} & {p.name for p in (classic_dir / "depth").glob("*.png")})
+    learned_on_classic, classic = DepthMetricsAccumulator(), DepthMetricsAccumulator()
+    for name in names:
+        learned_hw, classic_hw = read_depth_m_hw(learned_dir / "depth" / name), read_depth_m_hw(classic_dir / "depth" / name)
+        gt_hw = sequence.load_frame(int(Path(name).stem)).depth_hw
+        learned_on_classic.add(np.where(classic_hw > 0, learned_hw, 0.0), gt_hw)
+        classic.add(classic_hw, gt_hw)
+    table = Table(
+        f"Learned and classic depth on the same pixels: the {len(names)} keyframes of both runs above",
+        [],
+        ["depth", "AbsRel", "delta < 1.25", "delta < 1.25^2", "completeness"],
+        "lrrrr",
+        notes="The learned maps restricted to the pixels the classic sweep estimates (classic leaves out the "
+              "pixels its confidence rejects), against the same sensor depth.",
+    )
+    data = {}
+    for label, accumulator in (("classic", classic), ("learned, on classic's pixels", learned_on_classic)):
+        metrics = accumulator.result()
+        table.add_row(label, fmt(metrics.abs_rel), fmt(metrics.delta1), fmt(metrics.delta2), fmt(metrics.completeness))
+        data[label] = {"abs_rel": metrics.abs_rel, "delta1": metrics.delta1, "completeness": metrics.completeness}
+    return table, data
+
+
 def run_args(context: BenchContext, label: str) -> list[str]:
     return ["--sequence", context.kitchen, "--frames", FRAMES, "--config", "configs/7scenes.yaml", *RUNS[label][1]]
 
@@ -146,6 +183,8 @@ def run(context: BenchContext) -> tuple[list[Table], dict]:
         )
         data["runs"][source] = {"command": m.run.command, "seconds": m.run.seconds, "peak_rss_mb": m.run.peak_rss_mb,
                                 "report": m.report, "eval": m.evaluation}
+    sequence = open_sequence(context.kitchen, frames=FRAMES)
+    same_pixels, data["same_pixels"] = same_pixels_table(sequence, out_dirs["learned"], out_dirs["classic"])
     print(f"  timing one keyframe {REPEATS} times", flush=True)
     keyframes, data["ms_per_keyframe"] = keyframe_table(open_sequence(context.kitchen), REPEATS)
-    return [accuracy, stages, keyframes], data
+    return [accuracy, same_pixels, stages, keyframes], data
