@@ -54,8 +54,9 @@ class VOConfig:
     keyframes' points join it as measurements with a standard deviation of
     `depth_sigma_relative` times the depth, which holds the scale along the trajectory
     (a point's depth is read where the sensor's 3x3 neighbourhood spreads by at most
-    `depth_max_spread` of it). reacquire_*: at a keyframe, untracked points of the last `reacquire_keyframes`
-    keyframes are searched for within `reacquire_radius_px` of their projection.
+    `depth_max_spread` of it). reacquire_*: at a keyframe, untracked points of the last
+    `reacquire_keyframes` keyframes are searched for within `reacquire_radius_px` of their
+    projection.
     """
 
     max_width: int = 640
@@ -411,7 +412,7 @@ class MonocularTracker:
         height, width = depth_hw.shape
         scale = width / self.tracking_size_wh[0]
         pixel_n2 = np.rint((uv_n2 + 0.5) * scale - 0.5).astype(np.int64)
-        inside_n = (pixel_n2[:, 0] >= 1) & (pixel_n2[:, 0] < width - 1) & (pixel_n2[:, 1] >= 1) & (pixel_n2[:, 1] < height - 1)
+        inside_n = np.all((pixel_n2 >= 1) & (pixel_n2 < np.array([width - 1, height - 1])), axis=1)
         dy_33, dx_33 = np.meshgrid(np.arange(-1, 2), np.arange(-1, 2), indexing="ij")
         patch_n9 = depth_hw[pixel_n2[inside_n, 1, None] + dy_33.ravel(), pixel_n2[inside_n, 0, None] + dx_33.ravel()]
         centre_n = depth_hw[pixel_n2[inside_n, 1], pixel_n2[inside_n, 0]]
