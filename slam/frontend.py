@@ -51,7 +51,8 @@ class VOConfig:
     window: keyframes optimised by bundle adjustment, with up to `window_fixed` older ones
     fixed. global_adjustment: at the end, bundle-adjust all keyframes of each segment at
     once (`global_bundle`), after searching every keyframe for the map points of keyframes
-    more than `loop_min_gap` keyframes away, within `loop_radius_px` of their projection
+    more than `loop_min_gap` keyframes away whose camera is within `loop_max_distance_ratio`
+    times its median scene depth, within `loop_radius_px` of their projection
     (which ties revisited places together; keyframe images are kept for it); where frames come with sensor depth, the depths of the
     keyframes' points join it as measurements with a standard deviation of
     `depth_sigma_relative` times the depth, which holds the scale along the trajectory
@@ -83,6 +84,7 @@ class VOConfig:
     global_bundle: BundleConfig = field(default_factory=lambda: BundleConfig(iterations=10, rounds=2))
     global_adjustment: bool = True
     loop_min_gap: int = 15
+    loop_max_distance_ratio: float = 0.5
     loop_radius_px: float = 40.0
     depth_sigma_relative: float = 0.005
     depth_max_spread: float = 0.03
@@ -539,14 +541,18 @@ class MonocularTracker:
 
     def _reassociate(self, position: int, first: int, end: int) -> None:
         """Add to the keyframe at `position` the map points it does not observe that keyframes
-        of positions [first, end) more than `loop_min_gap` away observe: each is tracked by
+        of positions [first, end) more than `loop_min_gap` away, with cameras within
+        `loop_max_distance_ratio` of its median scene depth, observe: each is tracked by
         KLT from the nearest such keyframe's observation, starting at its projection, and
         kept when it lands within `loop_radius_px` of it."""
         config = self.config
         kf = self.keyframes[position]
         ids, source, uv = [], [], []
+        centre_3 = invert_pose_44(kf.cam_T_world_44)[:3, 3]
+        reach = config.loop_max_distance_ratio * self._keyframe_median_depth(kf)
         for other in range(first, end):
-            if abs(other - position) > config.loop_min_gap:
+            old_centre_3 = invert_pose_44(self.keyframes[other].cam_T_world_44)[:3, 3]
+            if abs(other - position) > config.loop_min_gap and np.linalg.norm(old_centre_3 - centre_3) < reach:
                 old = self.keyframes[other]
                 use_n = old.valid_n & self.points.ok_n[old.track_ids_n]
                 ids.append(old.track_ids_n[use_n])
