@@ -435,21 +435,9 @@ class MonocularTracker:
         tracked by KLT from its latest keyframe observation into the new keyframe, starting
         at its projection, and kept when it lands within `reacquire_radius_px` of it."""
         config = self.config
-        first = max(self.segment_first_kf, len(self.keyframes) - 1 - config.reacquire_keyframes)
-        sources = range(len(self.keyframes) - 2, first - 1, -1)
-        ids, source, uv = [], [], []
-        for position in sources:
-            old = self.keyframes[position]
-            use_n = old.valid_n & self.points.ok_n[old.track_ids_n]
-            ids.append(old.track_ids_n[use_n])
-            source.append(np.full(use_n.sum(), position))
-            uv.append(old.uv_n2[use_n])
-        if not ids:
-            return
-        ids_n = np.concatenate(ids)
-        ids_n, latest_n = np.unique(ids_n, return_index=True)
-        source_n = np.concatenate(source)[latest_n]
-        uv_n2 = np.concatenate(uv)[latest_n]
+        position = len(self.keyframes) - 1
+        first = max(self.segment_first_kf, position - config.reacquire_keyframes)
+        ids_n, source_n, uv_n2 = self._nearest_observations(position, list(range(first, position)))
         untracked_n = ~np.isin(ids_n, self.track_ids_n)
         ids_n, source_n, uv_n2 = ids_n[untracked_n], source_n[untracked_n], uv_n2[untracked_n]
         projected_n2, z_n = project_n2(transform_n3(kf.cam_T_world_44, self.points.xyz_n3[ids_n]), self.K_33)
@@ -459,24 +447,64 @@ class MonocularTracker:
         height, width = free_hw.shape
         inside_n &= (pixel_n2[:, 0] >= 0) & (pixel_n2[:, 0] < width) & (pixel_n2[:, 1] >= 0) & (pixel_n2[:, 1] < height)
         inside_n[inside_n] = free_hw[pixel_n2[inside_n, 1], pixel_n2[inside_n, 0]] > 0
-        found_ids, found_uv = [], []
-        for position in np.unique(source_n[inside_n]):
-            select_n = inside_n & (source_n == position)
-            tracked_n2, ok_n = track_points_n2(
-                self.keyframes[position].gray_hw, kf.gray_hw, uv_n2[select_n], config.klt, projected_n2[select_n]
-            )
-            ok_n &= np.linalg.norm(tracked_n2 - projected_n2[select_n], axis=1) < config.reacquire_radius_px
-            found_ids.append(ids_n[select_n][ok_n])
-            found_uv.append(tracked_n2[ok_n])
-        if not found_ids:
-            return
-        found_ids_n = np.concatenate(found_ids)
-        found_uv_n2 = np.concatenate(found_uv).astype(np.float32)
+        found_ids_n, found_uv_n2 = self._track_into(
+            kf, ids_n, source_n, uv_n2, projected_n2, inside_n, config.reacquire_radius_px
+        )
         self.track_ids_n = np.concatenate([self.track_ids_n, found_ids_n])
-        self.track_uv_n2 = np.concatenate([self.track_uv_n2, found_uv_n2])
-        kf.track_ids_n = np.concatenate([kf.track_ids_n, found_ids_n])
-        kf.uv_n2 = np.concatenate([kf.uv_n2, found_uv_n2.astype(np.float64)])
-        kf.valid_n = np.concatenate([kf.valid_n, np.ones(len(found_ids_n), dtype=bool)])
+        self.track_uv_n2 = np.concatenate([self.track_uv_n2, found_uv_n2.astype(np.float32)])
+        self._add_observations(kf, found_ids_n, found_uv_n2)
+
+    def _nearest_observations(self, position: int, sources: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For every map point that the keyframes at positions `sources` observe, its
+        observation in the source nearest to `position`: point ids (N,) in increasing
+        order, source positions (N,) and pixels (N, 2)."""
+        ids, source, uv = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], [np.zeros((0, 2))]
+        for other in sources:
+            old = self.keyframes[other]
+            use_n = old.valid_n & self.points.ok_n[old.track_ids_n]
+            ids.append(old.track_ids_n[use_n])
+            source.append(np.full(use_n.sum(), other))
+            uv.append(old.uv_n2[use_n])
+        ids_n, source_n, uv_n2 = np.concatenate(ids), np.concatenate(source), np.concatenate(uv)
+        nearest_n = np.lexsort((np.abs(source_n - position), ids_n))
+        ids_n, source_n, uv_n2 = ids_n[nearest_n], source_n[nearest_n], uv_n2[nearest_n]
+        _, once_n = np.unique(ids_n, return_index=True)
+        return ids_n[once_n], source_n[once_n], uv_n2[once_n]
+
+    def _track_into(
+        self,
+        kf: _Keyframe,
+        ids_n: np.ndarray,
+        source_n: np.ndarray,
+        uv_n2: np.ndarray,
+        projected_n2: np.ndarray,
+        select_n: np.ndarray,
+        radius_px: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The points `ids_n[select_n]` found in `kf`: each tracked by KLT from its pixel
+        `uv_n2` in the keyframe at position `source_n` into `kf`, starting at its projection
+        `projected_n2` there, and kept when it lands within `radius_px` of it. Returns the
+        found ids (F,) and their pixels (F, 2)."""
+        found_ids, found_uv = [np.zeros(0, dtype=np.int64)], [np.zeros((0, 2))]
+        for other in np.unique(source_n[select_n]):
+            from_n = select_n & (source_n == other)
+            tracked_n2, ok_n = track_points_n2(
+                self.keyframes[other].gray_hw, kf.gray_hw, uv_n2[from_n], self.config.klt, projected_n2[from_n]
+            )
+            ok_n &= np.linalg.norm(tracked_n2 - projected_n2[from_n], axis=1) < radius_px
+            found_ids.append(ids_n[from_n][ok_n])
+            found_uv.append(tracked_n2[ok_n].astype(np.float64))
+        return np.concatenate(found_ids), np.concatenate(found_uv)
+
+    @staticmethod
+    def _add_observations(kf: _Keyframe, ids_n: np.ndarray, uv_n2: np.ndarray) -> None:
+        """Valid observations of the points `ids_n` (N,) at pixels `uv_n2` (N, 2) join `kf`
+        (without a sensor depth)."""
+        kf.track_ids_n = np.concatenate([kf.track_ids_n, ids_n])
+        kf.uv_n2 = np.concatenate([kf.uv_n2, uv_n2])
+        kf.valid_n = np.concatenate([kf.valid_n, np.ones(len(ids_n), dtype=bool)])
+        if kf.depth_n is not None:
+            kf.depth_n = np.concatenate([kf.depth_n, np.full(len(ids_n), np.nan)])
 
     def _triangulate(self, kf: _Keyframe) -> None:
         """Points for the keyframe's tracks born at an earlier keyframe of this segment."""
@@ -547,46 +575,22 @@ class MonocularTracker:
         kept when it lands within `loop_radius_px` of it."""
         config = self.config
         kf = self.keyframes[position]
-        ids, source, uv = [], [], []
         centre_3 = invert_pose_44(kf.cam_T_world_44)[:3, 3]
         reach = config.loop_max_distance_ratio * self._keyframe_median_depth(kf)
-        for other in range(first, end):
-            old_centre_3 = invert_pose_44(self.keyframes[other].cam_T_world_44)[:3, 3]
-            if abs(other - position) > config.loop_min_gap and np.linalg.norm(old_centre_3 - centre_3) < reach:
-                old = self.keyframes[other]
-                use_n = old.valid_n & self.points.ok_n[old.track_ids_n]
-                ids.append(old.track_ids_n[use_n])
-                source.append(np.full(use_n.sum(), other))
-                uv.append(old.uv_n2[use_n])
-        if not ids:
-            return
-        ids_n, source_n, uv_n2 = np.concatenate(ids), np.concatenate(source), np.concatenate(uv)
-        nearest_n = np.lexsort((np.abs(source_n - position), ids_n))
-        ids_n, source_n, uv_n2 = ids_n[nearest_n], source_n[nearest_n], uv_n2[nearest_n]
-        _, once_n = np.unique(ids_n, return_index=True)
-        once_n = once_n[~np.isin(ids_n[once_n], kf.track_ids_n)]
-        ids_n, source_n, uv_n2 = ids_n[once_n], source_n[once_n], uv_n2[once_n]
+        sources = [
+            other
+            for other in range(first, end)
+            if abs(other - position) > config.loop_min_gap
+            and np.linalg.norm(invert_pose_44(self.keyframes[other].cam_T_world_44)[:3, 3] - centre_3) < reach
+        ]
+        ids_n, source_n, uv_n2 = self._nearest_observations(position, sources)
+        unseen_n = ~np.isin(ids_n, kf.track_ids_n)
+        ids_n, source_n, uv_n2 = ids_n[unseen_n], source_n[unseen_n], uv_n2[unseen_n]
         projected_n2, z_n = project_n2(transform_n3(kf.cam_T_world_44, self.points.xyz_n3[ids_n]), self.K_33)
         width, height = self.tracking_size_wh
         inside_n = (z_n > 0) & np.all(np.isfinite(projected_n2), axis=1)
         inside_n[inside_n] = np.all((projected_n2[inside_n] >= 0) & (projected_n2[inside_n] <= [width - 1, height - 1]), axis=1)
-        found_ids, found_uv = [], []
-        for other in np.unique(source_n[inside_n]):
-            select_n = inside_n & (source_n == other)
-            tracked_n2, ok_n = track_points_n2(
-                self.keyframes[other].gray_hw, kf.gray_hw, uv_n2[select_n], config.klt, projected_n2[select_n]
-            )
-            ok_n &= np.linalg.norm(tracked_n2 - projected_n2[select_n], axis=1) < config.loop_radius_px
-            found_ids.append(ids_n[select_n][ok_n])
-            found_uv.append(tracked_n2[ok_n].astype(np.float64))
-        if not found_ids:
-            return
-        found_ids_n = np.concatenate(found_ids)
-        kf.track_ids_n = np.concatenate([kf.track_ids_n, found_ids_n])
-        kf.uv_n2 = np.concatenate([kf.uv_n2, np.concatenate(found_uv)])
-        kf.valid_n = np.concatenate([kf.valid_n, np.ones(len(found_ids_n), dtype=bool)])
-        if kf.depth_n is not None:
-            kf.depth_n = np.concatenate([kf.depth_n, np.full(len(found_ids_n), np.nan)])
+        self._add_observations(kf, *self._track_into(kf, ids_n, source_n, uv_n2, projected_n2, inside_n, config.loop_radius_px))
 
     def _observed_point_ids_n(self, keyframes: list[int]) -> np.ndarray:
         """Ids (sorted) of the map points the keyframes at these positions observe."""
