@@ -128,6 +128,17 @@ def _skew_m33(v_m3: torch.Tensor) -> torch.Tensor:
     )
 
 
+def _huber_rho(errors_m: torch.Tensor, delta: float) -> torch.Tensor:
+    """Huber cost (M,) of non-negative errors (M,): quadratic below `delta`, linear above."""
+    return torch.where(errors_m <= delta, errors_m**2, 2 * delta * errors_m - delta**2)
+
+
+def _huber_weight(errors_m: torch.Tensor, delta: float) -> torch.Tensor:
+    """Iteratively reweighted least-squares weights (M,) of the Huber cost at non-negative
+    errors (M,): 1 below `delta`, delta / error above."""
+    return torch.where(errors_m <= delta, torch.ones_like(errors_m), delta / errors_m.clamp_min(1e-12))
+
+
 class _Problem:
     """Observations m of point `point_index_m` by camera `cam_index_m` at pixel `uv_m2`."""
 
@@ -173,9 +184,9 @@ class _Problem:
         t_m3 = cam_T_world_k44[self.cam_index_m, :3, 3]
         return (R_m33 * points_n3[self.point_index_m][:, None, :]).sum(-1) + t_m3, R_m33
 
-    def errors_m(self, cam_T_world_k7: pp.LieTensor, points_n3: torch.Tensor) -> torch.Tensor:
-        """Pixel reprojection errors (M,), inf where a point is not in front of its camera."""
-        p_m3, _ = self.camera_points_m3(cam_T_world_k7, points_n3)
+    def errors_m(self, p_m3: torch.Tensor) -> torch.Tensor:
+        """Pixel reprojection errors (M,) of the points in their observing cameras (M, 3)
+        (`camera_points_m3`), inf where a point is not in front of its camera."""
         z_m = p_m3[:, 2]
         valid_m = z_m > self.config.min_depth
         z_safe_m = torch.where(valid_m, z_m, torch.ones_like(z_m))
@@ -186,24 +197,20 @@ class _Problem:
     def cost(self, cam_T_world_k7: pp.LieTensor, points_n3: torch.Tensor) -> float:
         """Sum of Huber-robustified squared errors of the active observations (those
         behind a camera count 0), plus the prior's whitened squared twists."""
-        errors_m = self.errors_m(cam_T_world_k7, points_n3)
-        errors_m = errors_m[torch.isfinite(errors_m) & self.active_m]
-        delta = self.config.huber_px
-        rho_m = torch.where(errors_m <= delta, errors_m**2, 2 * delta * errors_m - delta**2)
-        twist_k6 = self.prior_twist_k6(cam_T_world_k7)
-        prior_cost = 0.0 if twist_k6 is None else float((twist_k6**2 * self.prior_precision_6).sum())
-        depth_cost = 0.0
-        if self.depth_m is not None:
-            p_m3, _ = self.camera_points_m3(cam_T_world_k7, points_n3)
-            use_m = self.depth_active_m & self.active_m & (p_m3[:, 2] > self.config.min_depth)
-            sigmas_m = ((p_m3[:, 2] - self.depth_m) / self.depth_sigma_m).abs()[use_m]
-            depth_cost = float(torch.where(sigmas_m <= delta, sigmas_m**2, 2 * delta * sigmas_m - delta**2).sum())
-        return float(rho_m.sum()) + prior_cost + depth_cost
-
-    def depth_errors_m(self, cam_T_world_k7: pp.LieTensor, points_n3: torch.Tensor) -> torch.Tensor:
-        """Depth errors (M,) in standard deviations; inf where no depth was measured or the
-        point is not in front of its camera."""
         p_m3, _ = self.camera_points_m3(cam_T_world_k7, points_n3)
+        errors_m = self.errors_m(p_m3)
+        cost = float(_huber_rho(errors_m[torch.isfinite(errors_m) & self.active_m], self.config.huber_px).sum())
+        twist_k6 = self.prior_twist_k6(cam_T_world_k7)
+        if twist_k6 is not None:
+            cost += float((twist_k6**2 * self.prior_precision_6).sum())
+        if self.depth_m is not None:
+            sigmas_m = self.depth_errors_m(p_m3)
+            cost += float(_huber_rho(sigmas_m[torch.isfinite(sigmas_m) & self.active_m], self.config.huber_px).sum())
+        return cost
+
+    def depth_errors_m(self, p_m3: torch.Tensor) -> torch.Tensor:
+        """Depth errors (M,) in standard deviations of the points in their observing cameras
+        (M, 3); inf where no depth was measured or the point is not in front of its camera."""
         errors_m = ((p_m3[:, 2] - self.depth_m) / self.depth_sigma_m).abs()
         valid_m = self.depth_active_m & (p_m3[:, 2] > self.config.min_depth)
         return torch.where(valid_m, errors_m, torch.full_like(errors_m, float("inf")))
@@ -231,8 +238,7 @@ class _Problem:
         J_point_m33 = J_cam_m33 @ R_m33
         norm_m = torch.linalg.norm(residual_m2, dim=1)
         delta = self.config.huber_px
-        weight_m = torch.where(norm_m <= delta, torch.ones_like(norm_m), delta / norm_m.clamp_min(1e-12))
-        weight_m = torch.where(valid_m, weight_m, zero_m)
+        weight_m = torch.where(valid_m, _huber_weight(norm_m, delta), zero_m)
         residual_m2 = torch.where(valid_m[:, None], residual_m2, torch.zeros_like(residual_m2))
         prior_twist_k6 = self.prior_twist_k6(cam_T_world_k7)
         if self.depth_m is None:
@@ -241,10 +247,7 @@ class _Problem:
         use_m = valid_m & self.depth_active_m
         sigma_m = torch.where(use_m, self.depth_sigma_m, torch.ones_like(z_m))
         depth_residual_m = torch.where(use_m, (z_m - self.depth_m) / sigma_m, zero_m)
-        depth_weight_m = torch.where(
-            depth_residual_m.abs() <= delta, torch.ones_like(z_m), delta / depth_residual_m.abs().clamp_min(1e-12)
-        )
-        depth_weight_m = torch.where(use_m, depth_weight_m, zero_m)
+        depth_weight_m = torch.where(use_m, _huber_weight(depth_residual_m.abs(), delta), zero_m)
         scale_m3 = torch.stack([torch.ones_like(z_m), torch.ones_like(z_m), 1.0 / sigma_m], dim=-1)[:, :, None]
         return _Linearisation(
             torch.cat([residual_m2, depth_residual_m[:, None]], dim=1),
@@ -375,9 +378,10 @@ def _robust_rounds(
     iterations = 0
     for round_index in range(problem.config.rounds):
         if round_index > 0:
-            problem.active_m = problem.errors_m(cam_T_world_k7, points_n3) < problem.config.outlier_px
+            p_m3, _ = problem.camera_points_m3(cam_T_world_k7, points_n3)
+            problem.active_m = problem.errors_m(p_m3) < problem.config.outlier_px
             if problem.depth_m is not None:
-                problem.depth_active_m = problem.depth_errors_m(cam_T_world_k7, points_n3) < problem.config.outlier_px
+                problem.depth_active_m = problem.depth_errors_m(p_m3) < problem.config.outlier_px
         cam_T_world_k7, points_n3, cost, round_iterations = _levenberg_marquardt(
             problem, cam_T_world_k7, points_n3, free_cam_k, optimise_points
         )
@@ -484,7 +488,7 @@ def _solve(
         refined_k7, refined_n3, initial_cost, final_cost, iterations = _robust_rounds(
             problem, cam_T_world_k7, torch.from_numpy(points_n3.copy()), torch.from_numpy(free_cam_k), optimise_points
         )
-        errors_m = problem.errors_m(refined_k7, refined_n3).numpy()
+        errors_m = problem.errors_m(problem.camera_points_m3(refined_k7, refined_n3)[0]).numpy()
     return BundleResult(
         cam_T_world_k44=_matrix_k44(refined_k7).numpy(),
         points_n3=refined_n3.numpy(),
