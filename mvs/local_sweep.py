@@ -4,8 +4,10 @@ The learned regressor sweeps 64 planes at a quarter and a half of the working re
 its depth is right on the whole but blurred, a few per cent off on most surfaces, too much
 for a 5 cm surface at 2 m. Here each pixel tests a few inverse depths close to its own
 estimate against the sources at the full working resolution, ZNCC over small patches, and
-moves to the parabola-refined minimum. Pixels whose best correlation is weak, or whose
-minimum lies at the edge of the local range, are left as they were and flagged unconfirmed.
+moves to the parabola-refined minimum; a second sweep of finer steps around that minimum
+places it more precisely. Pixels whose best correlation is weak, or whose minimum lies at
+the edge of the local range, in either sweep, keep their input depth and are flagged
+unconfirmed.
 Depths are metres, poses reference-to-source (`src_T_ref`), pixel centres at integers.
 """
 
@@ -30,13 +32,17 @@ class LocalSweepConfig:
 
     steps: hypotheses on each side of the estimate (0 turns the refinement off).
     step: their spacing, a share of the estimate's inverse depth.
+    fine_steps, fine_step: the same for a second sweep around the first one's result
+        (0 steps: none); a pixel is confirmed only when both are.
     zncc_window: ZNCC patch size (pixels at the working resolution).
     aggregation_window: box (pixels) the ZNCC costs are averaged over before the minimum.
     min_correlation: pixels whose mean ZNCC at the minimum is lower stay unconfirmed.
     """
 
-    steps: int = 4
-    step: float = 0.015
+    steps: int = 5
+    step: float = 0.025
+    fine_steps: int = 3
+    fine_step: float = 0.008
     zncc_window: int = 7
     aggregation_window: int = 5
     min_correlation: float = 0.5
@@ -89,31 +95,36 @@ def warp_by_depth_nkhw(
     return warped_n1qw.reshape(n, k, h, w), inside_np.reshape(n, k, h, w)
 
 
-def local_sweep(
+@dataclass
+class _Stage:
+    """One sweep around the current depth: `depth_11hw` moved to the refined minimum where
+    `confirmed_11hw`, the input elsewhere; `correlation_11hw` the mean ZNCC at the minimum."""
+
+    depth_11hw: torch.Tensor
+    correlation_11hw: torch.Tensor
+    confirmed_11hw: torch.Tensor
+
+
+def _sweep_stage(
     depth_hw: torch.Tensor,
-    ref_grey_1hw: torch.Tensor,
+    ref_11hw: torch.Tensor,
+    ref_mean_11hw: torch.Tensor,
+    ref_variance_11hw: torch.Tensor,
     src_grey_n1hw: torch.Tensor,
+    rays_3hw: torch.Tensor,
     K_33: torch.Tensor,
     src_T_ref_n44: torch.Tensor,
+    steps: int,
+    step: float,
     config: LocalSweepConfig,
-) -> LocalSweepResult:
-    """Refine `depth_hw` (H, W, metres, 0 = none) of a reference (grey (1, H, W) in [0, 1])
-    against N sources (grey (N, 1, H, W)) with intrinsics `K_33` at (H, W); see the module."""
-    if config.steps < 0 or config.step <= 0 or config.min_correlation > 1:
-        raise ValueError(
-            f"local sweep: expected steps >= 0, step > 0 and min_correlation <= 1, got "
-            f"{config.steps}, {config.step}, {config.min_correlation}"
-        )
+) -> _Stage:
+    """Test 2 `steps` + 1 inverse depths `step` apart (a share of each pixel's own) around
+    `depth_hw` (H, W, metres, 0 = none) and move to the parabola-refined ZNCC minimum."""
     h, w = depth_hw.shape
     valid_hw = depth_hw > 0
-    if config.steps == 0:
-        return LocalSweepResult(depth_hw[None, None], torch.zeros_like(depth_hw)[None, None])
-    rays_3hw = pixel_rays_3hw(K_33, h, w)
     inverse_hw = torch.where(valid_hw, 1.0 / depth_hw.clamp(min=1e-6), torch.zeros_like(depth_hw))
-    ref_11hw = ref_grey_1hw[None]
-    ref_mean_11hw, ref_variance_11hw = box_mean_variance_bchw(ref_11hw, config.zncc_window)
-    offsets_k = torch.arange(-config.steps, config.steps + 1, dtype=depth_hw.dtype, device=depth_hw.device)
-    inverse_khw = inverse_hw[None] * (1.0 + offsets_k[:, None, None] * config.step)
+    offsets_k = torch.arange(-steps, steps + 1, dtype=depth_hw.dtype, device=depth_hw.device)
+    inverse_khw = inverse_hw[None] * (1.0 + offsets_k[:, None, None] * step)
     hypotheses_khw = torch.where(valid_hw[None], 1.0 / inverse_khw.clamp(min=1e-6), torch.ones_like(inverse_khw))
     warped_nkhw, inside_nkhw = warp_by_depth_nkhw(src_grey_n1hw, hypotheses_khw, rays_3hw, K_33, src_T_ref_n44)
     # All N x K warped images as the channels of one batch: one call for all their moments.
@@ -138,9 +149,40 @@ def local_sweep(
         & (correlation_11hw >= config.min_correlation)
         & (ref_variance_11hw > MIN_PATCH_VARIANCE)
     )
-    offset_11hw = index_11hw - config.steps
-    refined_11hw = 1.0 / (inverse_hw[None, None] * (1.0 + offset_11hw * config.step)).clamp(min=1e-6)
+    refined_11hw = 1.0 / (inverse_hw[None, None] * (1.0 + (index_11hw - steps) * step)).clamp(min=1e-6)
+    return _Stage(torch.where(confirmed_11hw, refined_11hw, depth_hw[None, None]), correlation_11hw, confirmed_11hw)
+
+
+def local_sweep(
+    depth_hw: torch.Tensor,
+    ref_grey_1hw: torch.Tensor,
+    src_grey_n1hw: torch.Tensor,
+    K_33: torch.Tensor,
+    src_T_ref_n44: torch.Tensor,
+    config: LocalSweepConfig,
+) -> LocalSweepResult:
+    """Refine `depth_hw` (H, W, metres, 0 = none) of a reference (grey (1, H, W) in [0, 1])
+    against N sources (grey (N, 1, H, W)) with intrinsics `K_33` at (H, W); see the module."""
+    if config.steps < 0 or config.step <= 0 or config.fine_steps < 0 or config.fine_step <= 0 or config.min_correlation > 1:
+        raise ValueError(
+            f"local sweep: expected steps, fine_steps >= 0, step, fine_step > 0 and min_correlation <= 1, got "
+            f"{config.steps}, {config.fine_steps}, {config.step}, {config.fine_step}, {config.min_correlation}"
+        )
+    if config.steps == 0:
+        return LocalSweepResult(depth_hw[None, None], torch.zeros_like(depth_hw)[None, None])
+    h, w = depth_hw.shape
+    ref_11hw = ref_grey_1hw[None]
+    ref_mean_11hw, ref_variance_11hw = box_mean_variance_bchw(ref_11hw, config.zncc_window)
+    inputs = (ref_11hw, ref_mean_11hw, ref_variance_11hw, src_grey_n1hw, pixel_rays_3hw(K_33, h, w), K_33, src_T_ref_n44)
+    stage = _sweep_stage(depth_hw, *inputs, config.steps, config.step, config)
+    if config.fine_steps > 0:
+        coarse = stage
+        fine = _sweep_stage(coarse.depth_11hw[0, 0], *inputs, config.fine_steps, config.fine_step, config)
+        confirmed_11hw = coarse.confirmed_11hw & fine.confirmed_11hw
+        stage = _Stage(
+            torch.where(confirmed_11hw, fine.depth_11hw, depth_hw[None, None]), fine.correlation_11hw, confirmed_11hw
+        )
     return LocalSweepResult(
-        depth_b1hw=torch.where(confirmed_11hw, refined_11hw, depth_hw[None, None]),
-        correlation_b1hw=torch.where(confirmed_11hw, correlation_11hw, torch.zeros_like(correlation_11hw)),
+        depth_b1hw=stage.depth_11hw,
+        correlation_b1hw=torch.where(stage.confirmed_11hw, stage.correlation_11hw, torch.zeros_like(stage.correlation_11hw)),
     )
