@@ -97,6 +97,21 @@ def warp_by_depth_nkhw(
 
 
 @dataclass
+class _Views:
+    """What every sweep stage compares: the grey reference `ref_11hw` with its box mean and
+    variance over the ZNCC window, the grey sources (N, 1, H, W), the unit-z pixel rays
+    (3, H, W), the intrinsics and the reference-to-source poses (N, 4, 4)."""
+
+    ref_11hw: torch.Tensor
+    ref_mean_11hw: torch.Tensor
+    ref_variance_11hw: torch.Tensor
+    src_grey_n1hw: torch.Tensor
+    rays_3hw: torch.Tensor
+    K_33: torch.Tensor
+    src_T_ref_n44: torch.Tensor
+
+
+@dataclass
 class _Stage:
     """One sweep around the current depth: `depth_11hw` moved to the refined minimum where
     `confirmed_11hw`, the input elsewhere; `correlation_11hw` the mean ZNCC at the minimum."""
@@ -106,19 +121,7 @@ class _Stage:
     confirmed_11hw: torch.Tensor
 
 
-def _sweep_stage(
-    depth_hw: torch.Tensor,
-    ref_11hw: torch.Tensor,
-    ref_mean_11hw: torch.Tensor,
-    ref_variance_11hw: torch.Tensor,
-    src_grey_n1hw: torch.Tensor,
-    rays_3hw: torch.Tensor,
-    K_33: torch.Tensor,
-    src_T_ref_n44: torch.Tensor,
-    steps: int,
-    step: float,
-    config: LocalSweepConfig,
-) -> _Stage:
+def _sweep_stage(depth_hw: torch.Tensor, views: _Views, steps: int, step: float, config: LocalSweepConfig) -> _Stage:
     """Test 2 `steps` + 1 inverse depths `step` apart (a share of each pixel's own) around
     `depth_hw` (H, W, metres, 0 = none) and move to the parabola-refined ZNCC minimum."""
     h, w = depth_hw.shape
@@ -127,12 +130,14 @@ def _sweep_stage(
     offsets_k = torch.arange(-steps, steps + 1, dtype=depth_hw.dtype, device=depth_hw.device)
     inverse_khw = inverse_hw[None] * (1.0 + offsets_k[:, None, None] * step)
     hypotheses_khw = torch.where(valid_hw[None], 1.0 / inverse_khw.clamp(min=1e-6), torch.ones_like(inverse_khw))
-    warped_nkhw, inside_nkhw = warp_by_depth_nkhw(src_grey_n1hw, hypotheses_khw, rays_3hw, K_33, src_T_ref_n44)
+    warped_nkhw, inside_nkhw = warp_by_depth_nkhw(
+        views.src_grey_n1hw, hypotheses_khw, views.rays_3hw, views.K_33, views.src_T_ref_n44
+    )
     # All N x K warped images as the channels of one batch: one call for all their moments.
     _, src_variance_1chw, covariance_1chw = patch_moments_bchw(
-        ref_11hw, ref_mean_11hw, warped_nkhw.reshape(1, -1, h, w), config.zncc_window
+        views.ref_11hw, views.ref_mean_11hw, warped_nkhw.reshape(1, -1, h, w), config.zncc_window
     )
-    zncc_1chw = covariance_1chw / torch.sqrt((src_variance_1chw * ref_variance_11hw).clamp(min=1e-12))
+    zncc_1chw = covariance_1chw / torch.sqrt((src_variance_1chw * views.ref_variance_11hw).clamp(min=1e-12))
     zncc_nkhw = zncc_1chw.reshape_as(warped_nkhw)
     seen_nkhw = inside_nkhw & (src_variance_1chw.reshape_as(warped_nkhw) > MIN_PATCH_VARIANCE)
     count_khw = seen_nkhw.sum(dim=0)
@@ -148,7 +153,7 @@ def _sweep_stage(
         valid_hw[None, None]
         & bracketed_11hw
         & (correlation_11hw >= config.min_correlation)
-        & (ref_variance_11hw > MIN_PATCH_VARIANCE)
+        & (views.ref_variance_11hw > MIN_PATCH_VARIANCE)
     )
     refined_11hw = 1.0 / (inverse_hw[None, None] * (1.0 + (index_11hw - steps) * step)).clamp(min=1e-6)
     return _Stage(torch.where(confirmed_11hw, refined_11hw, depth_hw[None, None]), correlation_11hw, confirmed_11hw)
@@ -164,21 +169,27 @@ def local_sweep(
 ) -> LocalSweepResult:
     """Refine `depth_hw` (H, W, metres, 0 = none) of a reference (grey (1, H, W) in [0, 1])
     against N sources (grey (N, 1, H, W)) with intrinsics `K_33` at (H, W); see the module."""
-    if config.steps < 0 or config.step <= 0 or config.fine_steps < 0 or config.fine_step <= 0 or config.min_correlation > 1:
+    if min(config.steps, config.fine_steps) < 0 or min(config.step, config.fine_step) <= 0 or config.min_correlation > 1:
         raise ValueError(
-            f"local sweep: expected steps, fine_steps >= 0, step, fine_step > 0 and min_correlation <= 1, got "
+            "local sweep: expected steps, fine_steps >= 0, step, fine_step > 0 and min_correlation <= 1, got "
             f"{config.steps}, {config.fine_steps}, {config.step}, {config.fine_step}, {config.min_correlation}"
         )
     if config.steps == 0:
         return LocalSweepResult(depth_hw[None, None], torch.zeros_like(depth_hw)[None, None])
     h, w = depth_hw.shape
     ref_11hw = ref_grey_1hw[None]
-    ref_mean_11hw, ref_variance_11hw = box_mean_variance_bchw(ref_11hw, config.zncc_window)
-    inputs = (ref_11hw, ref_mean_11hw, ref_variance_11hw, src_grey_n1hw, pixel_rays_3hw(K_33, h, w), K_33, src_T_ref_n44)
-    stage = _sweep_stage(depth_hw, *inputs, config.steps, config.step, config)
+    views = _Views(
+        ref_11hw,
+        *box_mean_variance_bchw(ref_11hw, config.zncc_window),
+        src_grey_n1hw,
+        pixel_rays_3hw(K_33, h, w),
+        K_33,
+        src_T_ref_n44,
+    )
+    stage = _sweep_stage(depth_hw, views, config.steps, config.step, config)
     if config.fine_steps > 0:
         coarse = stage
-        fine = _sweep_stage(coarse.depth_11hw[0, 0], *inputs, config.fine_steps, config.fine_step, config)
+        fine = _sweep_stage(coarse.depth_11hw[0, 0], views, config.fine_steps, config.fine_step, config)
         confirmed_11hw = coarse.confirmed_11hw & fine.confirmed_11hw
         stage = _Stage(
             torch.where(confirmed_11hw, fine.depth_11hw, depth_hw[None, None]), fine.correlation_11hw, confirmed_11hw
