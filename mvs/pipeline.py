@@ -165,7 +165,7 @@ def refined_to_colour(sequence: Sequence, poses: TrackingResult, config: RunConf
     rotation_d, translation_d = list(refinement.rotation_deg.values()), list(refinement.translation_m.values())
     report.pose_refinement = {
         "frames_refined": len(rotation_d),
-        "frames_kept": len(refinement.kept),
+        "frames_unrefined": len(refinement.unrefined),
         "points": refinement.points,
         "median_rotation_deg": float(np.median(rotation_d)) if rotation_d else 0.0,
         "median_translation_m": float(np.median(translation_d)) if translation_d else 0.0,

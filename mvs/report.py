@@ -149,8 +149,8 @@ def run_rows(run: dict) -> list[tuple[str, str]]:
     refinement = run.get("pose_refinement") or {}
     if refinement:
         rows.append((
-            "poses refined to colour / kept",
-            f"{refinement['frames_refined']} / {refinement['frames_kept']} (median correction "
+            "poses refined to colour / corrected as their neighbour",
+            f"{refinement['frames_refined']} / {refinement['frames_unrefined']} (median correction "
             f"{refinement['median_rotation_deg']:.2f} deg, {100 * refinement['median_translation_m']:.1f} cm)",
         ))
     if run["depth"] != "sensor":

@@ -5,14 +5,24 @@ tolerates. 7-Scenes' poses track the depth camera, whose frames are not synchron
 the colour ones; the colour frame then sits up to a few frames' motion away from its pose
 (about a degree while the camera turns), and the error changes from frame to frame.
 
-The refinement keeps the given trajectory's frame, scale and overall shape and corrects
+The refinement keeps the given trajectory's frame and overall shape and corrects
 each frame locally: KLT tracks across the frames are triangulated with the current poses,
 then every pose and point is bundle-adjusted at once, each pose held near its given one by
 a weak prior (which fixes the gauge and the scale and costs little against the hundreds of
 pixel residuals a frame has); the points are re-triangulated with the new poses and the
 adjustment repeats. Points are seen from many frames, so per-frame errors average out of
 them and each frame moves towards the pose its colour image shows. A frame that sees too
-few points, or whose correction exceeds the plausible bounds, keeps its given pose.
+few points, or whose correction exceeds the plausible bounds, is not re-posed by the
+adjustment: it takes the correction of the nearest re-posed frame, as the offset between
+the pose and the colour frame changes slowly along the video (or keeps its given pose
+when no frame was re-posed).
+
+Colour alone takes the scale and the shape of the reconstruction from the given poses, and
+measures nothing against the sensor whose surfaces they were tracked on; on 7-Scenes the
+colour reconstruction then sits off those surfaces by a few centimetres. Where the frames
+carry sensor depth, the depth of every tracked point joins the adjustment, so that the
+points lie on the sensor's surfaces as well as on their pixels' rays; depths at depth edges
+are left out, as unregistered depth and colour disagree most there.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from tqdm import tqdm
 
 from mvs.geometry import invert_pose_44, rotation_angle
 from mvs.types import Sequence
-from slam.bundle import BundleConfig, PosePrior, bundle_adjust
+from slam.bundle import BundleConfig, ObservedDepth, PosePrior, bundle_adjust
 from slam.klt import KLTConfig, detect_corners_n2, track_points_n2
 from slam.twoview import triangulate_n3, triangulation_angles_deg_n
 
@@ -41,8 +51,10 @@ class PoseRefineConfig:
     than this from their point's projection are dropped. iterations: triangulate-adjust
     rounds. prior_sigma_m, prior_sigma_deg: standard deviations of the prior holding each
     pose near its given one. min_points: fewest points a frame must see to be re-posed.
-    max_rotation_deg, max_translation_m: larger corrections are rejected (the frame keeps
-    its pose).
+    max_rotation_deg, max_translation_m: larger corrections are rejected (the frame takes
+    the nearest re-posed frame's correction). depth_sigma_relative: standard deviation of a sensor depth as a share of it
+    (0: sensor depth is not used); depth_edge_ratio: a depth is left out where the largest
+    and smallest valid depth of its 5x5 neighbourhood differ by more than this ratio.
     """
 
     max_width: int = 640
@@ -55,18 +67,22 @@ class PoseRefineConfig:
     prior_sigma_m: float = 0.01
     prior_sigma_deg: float = 0.25
     min_points: int = 30
-    max_rotation_deg: float = 3.0
-    max_translation_m: float = 0.05
+    max_rotation_deg: float = 5.0
+    max_translation_m: float = 0.1
+    depth_sigma_relative: float = 0.05
+    depth_edge_ratio: float = 1.03
 
 
 @dataclass
 class _Tracks:
     """Observations of KLT tracks: track `track_m[m]` seen in frame `frame_m[m]` (position in
-    the frame list) at pixel `uv_m2[m]` (full-resolution pixels)."""
+    the frame list) at pixel `uv_m2[m]` (full-resolution pixels), with the sensor's depth
+    `depth_m[m]` there (metres; nan where none or at a depth edge)."""
 
     frame_m: np.ndarray
     track_m: np.ndarray
     uv_m2: np.ndarray
+    depth_m: np.ndarray
 
 
 @dataclass
@@ -74,13 +90,14 @@ class PoseRefinement:
     """Refined camera-to-world poses by dataset index, and what the refinement did.
 
     rotation_deg, translation_m: size of each re-posed frame's correction;
-    kept: indices of the frames that kept their given pose; points: points triangulated.
+    unrefined: indices of the frames the adjustment did not re-pose (they took the nearest
+    re-posed frame's correction); points: points triangulated.
     """
 
     world_T_cam_44: dict[int, np.ndarray]
     rotation_deg: dict[int, float]
     translation_m: dict[int, float]
-    kept: list[int]
+    unrefined: list[int]
     points: int
 
 
@@ -89,16 +106,41 @@ def camera_centres_k3(cam_T_world_k44: np.ndarray) -> np.ndarray:
     return -np.einsum("kji,kj->ki", cam_T_world_k44[:, :3, :3], cam_T_world_k44[:, :3, 3])
 
 
+def smooth_depth_at_n(depth_hw: np.ndarray | None, uv_n2: np.ndarray, edge_ratio: float) -> np.ndarray:
+    """Depth (N,) of `depth_hw` (metres, 0 = invalid) at each of `uv_n2` (pixels), bilinear;
+    nan outside the image and where the 5x5 neighbourhood of the nearest pixel holds an
+    invalid depth or depths spanning more than `edge_ratio` (a depth edge)."""
+    depth_n = np.full(len(uv_n2), np.nan)
+    if depth_hw is None:
+        return depth_n
+    kernel = np.ones((5, 5), np.uint8)
+    valid_hw = cv2.erode((depth_hw > 0).astype(np.uint8), kernel, borderValue=0) > 0
+    largest_hw = cv2.dilate(depth_hw, kernel)
+    smallest_hw = cv2.erode(depth_hw, kernel)
+    smooth_hw = valid_hw & (largest_hw <= edge_ratio * smallest_hw)
+    col_n, row_n = np.round(uv_n2).astype(int).T
+    height, width = depth_hw.shape
+    inside_n = (col_n >= 0) & (col_n < width) & (row_n >= 0) & (row_n < height)
+    smooth_n = np.zeros(len(uv_n2), dtype=bool)
+    smooth_n[inside_n] = smooth_hw[row_n[inside_n], col_n[inside_n]]
+    if smooth_n.any():
+        map_n12 = uv_n2[smooth_n].astype(np.float32)[:, None]
+        depth_n[smooth_n] = cv2.remap(depth_hw, map_n12, None, cv2.INTER_LINEAR)[:, 0]
+    return depth_n
+
+
 def _track_frames(sequence: Sequence, indices: list[int], config: PoseRefineConfig) -> _Tracks:
     """KLT tracks through `indices` in order, corners replenished in every frame."""
     scale = min(1.0, config.max_width / sequence.camera.width)
-    frames, tracks, uvs = [], [], []
+    use_depth = sequence.has_depth and config.depth_sigma_relative > 0
+    frames, tracks, uvs, depths = [], [], [], []
     previous_hw: np.ndarray | None = None
     uv_n2 = np.zeros((0, 2), dtype=np.float32)
     id_n = np.zeros(0, dtype=np.int64)
     next_id = 0
     for position, index in enumerate(tqdm(indices, desc="refining poses: tracks", unit="frame")):
-        grey_hw = cv2.cvtColor(sequence.load_frame(index).image_hw3, cv2.COLOR_RGB2GRAY)
+        frame = sequence.load_frame(index)
+        grey_hw = cv2.cvtColor(frame.image_hw3, cv2.COLOR_RGB2GRAY)
         if scale < 1.0:
             grey_hw = cv2.resize(grey_hw, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         if previous_hw is not None and len(uv_n2):
@@ -110,11 +152,22 @@ def _track_frames(sequence: Sequence, indices: list[int], config: PoseRefineConf
         next_id += len(new_n2)
         frames.append(np.full(len(id_n), position))
         tracks.append(id_n.copy())
-        uvs.append(uv_n2.astype(np.float64))
+        # Tracking pixel centres at integers map back by (u + 0.5) / scale - 0.5.
+        uvs.append((uv_n2.astype(np.float64) + 0.5) / scale - 0.5)
+        depths.append(smooth_depth_at_n(frame.depth_hw if use_depth else None, uvs[-1], config.depth_edge_ratio))
         previous_hw = grey_hw
-    # Tracking pixel centres at integers map back by (u + 0.5) / scale - 0.5.
-    uv_m2 = (np.concatenate(uvs) + 0.5) / scale - 0.5
-    return _Tracks(np.concatenate(frames), np.concatenate(tracks), uv_m2)
+    return _Tracks(np.concatenate(frames), np.concatenate(tracks), np.concatenate(uvs), np.concatenate(depths))
+
+
+def nearest_corrections_k44(correction_k44: np.ndarray, refined_k: np.ndarray) -> np.ndarray:
+    """Each frame's correction (K, 4, 4): its own where `refined_k` (K,), else that of the
+    nearest refined frame in the list (the earlier one on a tie); identity when none is."""
+    refined_r = np.flatnonzero(refined_k)
+    if not len(refined_r):
+        return np.broadcast_to(np.eye(4), correction_k44.shape).copy()
+    positions_k = np.arange(len(refined_k))
+    nearest_k = refined_r[np.abs(positions_k[:, None] - refined_r[None, :]).argmin(axis=1)]
+    return correction_k44[nearest_k]
 
 
 def _triangulate(
@@ -172,6 +225,7 @@ def refine_poses(sequence: Sequence, world_T_cam_44: dict[int, np.ndarray], conf
     given_k44 = np.stack([invert_pose_44(pose_44) for pose_44 in world_T_given_k44])
     tracks = _track_frames(sequence, indices, config)
     prior = PosePrior(given_k44, config.prior_sigma_m, np.deg2rad(config.prior_sigma_deg))
+    measured = np.isfinite(tracks.depth_m).any()
     cam_T_world_k44 = given_k44.copy()
     for _ in tqdm(range(config.iterations), desc="refining poses: bundle adjustment", unit="round"):
         points_n3, point_m = _triangulate(K_33, cam_T_world_k44, tracks, config)
@@ -187,6 +241,7 @@ def refine_poses(sequence: Sequence, world_T_cam_44: dict[int, np.ndarray], conf
             np.zeros(len(indices), dtype=bool),
             config.bundle,
             prior,
+            ObservedDepth(tracks.depth_m[seen_m], config.depth_sigma_relative) if measured else None,
         )
         adjusted_k44 = result.cam_T_world_k44
         inliers_k = np.bincount(tracks.frame_m[seen_m][result.errors_m <= config.max_error_px], minlength=len(indices))
@@ -199,12 +254,11 @@ def refine_poses(sequence: Sequence, world_T_cam_44: dict[int, np.ndarray], conf
             & (rotation_k <= config.max_rotation_deg)
             & (shift_k <= config.max_translation_m)
         )
-        cam_T_world_k44 = np.where(refined_k[:, None, None], adjusted_k44, given_k44)
-    refined = {i: invert_pose_44(cam_T_world_k44[k]) if refined_k[k] else world_T_cam_44[i] for k, i in enumerate(indices)}
+        cam_T_world_k44 = nearest_corrections_k44(correction_k44, refined_k) @ given_k44
     return PoseRefinement(
-        world_T_cam_44=refined,
+        world_T_cam_44={i: invert_pose_44(cam_T_world_k44[k]) for k, i in enumerate(indices)},
         rotation_deg={i: float(rotation_k[k]) for k, i in enumerate(indices) if refined_k[k]},
         translation_m={i: float(shift_k[k]) for k, i in enumerate(indices) if refined_k[k]},
-        kept=[i for k, i in enumerate(indices) if not refined_k[k]],
+        unrefined=[i for k, i in enumerate(indices) if not refined_k[k]],
         points=len(points_n3),
     )
