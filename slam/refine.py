@@ -123,9 +123,13 @@ def smooth_depth_at_n(depth_hw: np.ndarray | None, uv_n2: np.ndarray, edge_ratio
     inside_n = (col_n >= 0) & (col_n < width) & (row_n >= 0) & (row_n < height)
     smooth_n = np.zeros(len(uv_n2), dtype=bool)
     smooth_n[inside_n] = smooth_hw[row_n[inside_n], col_n[inside_n]]
-    if smooth_n.any():
-        map_n12 = uv_n2[smooth_n].astype(np.float32)[:, None]
-        depth_n[smooth_n] = cv2.remap(depth_hw, map_n12, None, cv2.INTER_LINEAR)[:, 0]
+    # The 5x5 neighbourhood holds the four pixels around the point, all valid and inside.
+    u_s, v_s = uv_n2[smooth_n].T
+    col_s, row_s = np.floor(u_s).astype(int), np.floor(v_s).astype(int)
+    du_s, dv_s = u_s - col_s, v_s - row_s
+    top_s = (1 - du_s) * depth_hw[row_s, col_s] + du_s * depth_hw[row_s, col_s + 1]
+    bottom_s = (1 - du_s) * depth_hw[row_s + 1, col_s] + du_s * depth_hw[row_s + 1, col_s + 1]
+    depth_n[smooth_n] = (1 - dv_s) * top_s + dv_s * bottom_s
     return depth_n
 
 

@@ -189,6 +189,8 @@ def test_depth_at_tracks_skips_edges_and_invalid_pixels():
     assert np.isnan(smooth_depth_at_n(None, uv_n2, 1.03)).all()
     assert np.isnan(smooth_depth_at_n(np.zeros_like(depth_hw), uv_n2, 1.03)).all()
     assert smooth_depth_at_n(depth_hw, np.zeros((0, 2)), 1.03).shape == (0,)
-    # Bilinear between pixel centres on a smooth slope of 1 mm per pixel.
+    # Bilinear between pixel centres on a plane rising 1 mm per column and 2 mm per row.
     slope_hw = np.tile(2.0 + 0.001 * np.arange(30, dtype=np.float32), (20, 1))
-    np.testing.assert_allclose(smooth_depth_at_n(slope_hw, np.array([[5.5, 10.25]]), 1.03), [2.0055], atol=1e-6)
+    slope_hw += 0.002 * np.arange(20, dtype=np.float32)[:, None]
+    found_n = smooth_depth_at_n(slope_hw, np.array([[5.5, 10.25], [7.3, 4.9]]), 1.03)
+    np.testing.assert_allclose(found_n, [2.0 + 0.0055 + 0.0205, 2.0 + 0.0073 + 0.0098], atol=1e-6)
