@@ -52,9 +52,10 @@ class PoseRefineConfig:
     rounds. prior_sigma_m, prior_sigma_deg: standard deviations of the prior holding each
     pose near its given one. min_points: fewest points a frame must see to be re-posed.
     max_rotation_deg, max_translation_m: larger corrections are rejected (the frame takes
-    the nearest re-posed frame's correction). depth_sigma_relative: standard deviation of a sensor depth as a share of it
-    (0: sensor depth is not used); depth_edge_ratio: a depth is left out where the largest
-    and smallest valid depth of its 5x5 neighbourhood differ by more than this ratio.
+    the nearest re-posed frame's correction). depth_sigma_relative: standard deviation of a
+    sensor depth as a share of it (0: sensor depth is not used); depth_edge_ratio: a depth is
+    left out where the largest and smallest valid depth of its 5x5 neighbourhood differ by
+    more than this ratio.
     """
 
     max_width: int = 640
