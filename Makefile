@@ -12,9 +12,6 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	  echo 'Open3D needs the system library libusb-1.0, which is not installed.'; \
 	  echo 'Install it with: sudo apt-get install libusb-1.0-0  (Debian/Ubuntu), sudo dnf install libusb1 (Fedora)'; \
 	  exit 1; }
-	@ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1' && ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1 || { \
-	  echo 'Note: headless rendering (mvs.view --screenshot, the mesh view in report.html) needs Vulkan:'; \
-	  echo '  sudo apt-get install libvulkan1 mesa-vulkan-drivers  (Debian/Ubuntu), sudo dnf install vulkan-loader mesa-vulkan-drivers (Fedora)'; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@

@@ -1,12 +1,14 @@
-"""Headless rendering of meshes, point clouds and camera frustums with Open3D's offscreen renderer.
+"""Headless rendering on the CPU: meshes ray cast, point clouds splatted, lines drawn on top.
 
-Open3D's offscreen renderer (Filament) draws through Vulkan; on a machine without a GPU,
-Mesa's software driver (lavapipe) draws on the CPU. It needs the Vulkan loader
-`libvulkan.so.1` and a Vulkan driver (Debian/Ubuntu: `apt-get install libvulkan1
-mesa-vulkan-drivers`). Filament aborts the whole process when the loader finds no driver,
-so `check_headless_rendering` looks for both first, and one process renders one image:
-callers that must survive a failed render run `python -m mvs.view --screenshot` in a
-child process.
+No GPU, display or graphics driver is involved. A mesh is ray cast with Open3D's
+`RaycastingScene` (one ray through every pixel centre): the colour is the vertex colours
+interpolated at the hit (barycentric), or grey without them, lit by a headlight with some
+ambient light (Lambert, two-sided: shade = colour * (AMBIENT + (1 - AMBIENT) |cos|), with
+|cos| between the face normal and the ray). Point clouds are drawn unlit as squares of
+POINT_SIZE pixels, the nearest point winning a pixel; meshes and clouds are combined by
+z-depth. Line sets (camera frustums, paths) are clipped to the view, projected and drawn with
+OpenCV on top of everything, not hidden by surfaces, so the cameras stay visible. The same
+input gives the same image, bit for bit.
 
 Views use the project's pinhole convention (pixel centres at integers, camera x right,
 y down, z forward, metres).
@@ -14,29 +16,30 @@ y down, z forward, metres).
 
 from __future__ import annotations
 
-import ctypes
-import os
-import sys
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
 
+import cv2
 import numpy as np
 import open3d as o3d
 
-from mvs.geometry import backproject_n3, transform_n3
+from mvs.geometry import (
+    backproject_n3,
+    invert_pose_44,
+    look_at_world_T_cam_44,
+    pixel_grid_hw2,
+    project_n2,
+    transform_n3,
+)
 from mvs.types import Camera
 
-VULKAN_PACKAGES = "libvulkan1 mesa-vulkan-drivers"
-# Where the Vulkan loader looks for driver manifests (besides VK_ICD_FILENAMES / VK_DRIVER_FILES).
-VULKAN_ICD_DIRS = ("/usr/share/vulkan/icd.d", "/usr/local/share/vulkan/icd.d", "/etc/vulkan/icd.d")
 BACKGROUND_RGB = (1.0, 1.0, 1.0)
 FRUSTUM_RGB = (0.85, 0.1, 0.1)
-
-
-class RenderingUnavailable(RuntimeError):
-    """Headless rendering cannot work on this machine; the message says what to install."""
+UNCOLOURED_RGB = (0.7, 0.7, 0.7)
+AMBIENT = 0.3  # share of a surface's colour it shows when the headlight grazes it
+POINT_SIZE = 2  # pixels
+LINE_WIDTH = 2  # pixels
+NEAR = 1e-3  # metres: lines closer to the view's camera than this are cut off
+SUBPIXEL_BITS = 4  # fractional bits of the line end points given to OpenCV
 
 
 @dataclass(frozen=True)
@@ -47,42 +50,13 @@ class View:
     world_T_cam_44: np.ndarray
 
 
-def check_headless_rendering() -> None:
-    """Raise RenderingUnavailable naming the missing system library, or return when the
-    Vulkan loader and at least one Vulkan driver manifest are present."""
-    try:
-        ctypes.CDLL("libvulkan.so.1")
-    except OSError as error:
-        raise RenderingUnavailable(
-            f"headless rendering needs the Vulkan loader libvulkan.so.1, which is not installed ({error}); "
-            f"install it with: sudo apt-get install {VULKAN_PACKAGES}"
-        ) from error
-    listed = os.environ.get("VK_ICD_FILENAMES") or os.environ.get("VK_DRIVER_FILES")
-    if listed:
-        manifests = [Path(p) for p in listed.split(os.pathsep) if Path(p).is_file()]
-    else:
-        manifests = [p for d in VULKAN_ICD_DIRS if Path(d).is_dir() for p in Path(d).glob("*.json")]
-    if not manifests:
-        where = f"VK_ICD_FILENAMES={listed}" if listed else ", ".join(VULKAN_ICD_DIRS)
-        raise RenderingUnavailable(
-            f"headless rendering needs a Vulkan driver and none is listed in {where}; "
-            "install Mesa's software driver with: sudo apt-get install mesa-vulkan-drivers"
-        )
+@dataclass(frozen=True)
+class Layer:
+    """What one surface contributes to the image: (H, W, 3) float32 RGB in [0, 1] and the
+    (H, W) float32 z-depth in metres, inf where the surface does not cover the pixel."""
 
-
-def look_at_pose_44(eye_3: np.ndarray, target_3: np.ndarray, up_3: np.ndarray) -> np.ndarray:
-    """world_T_cam of a camera at `eye_3` whose z axis points at `target_3` and whose
-    image y axis (down) points along `-up_3` as far as the viewing direction allows."""
-    z_3 = target_3 - eye_3
-    z_3 = z_3 / np.linalg.norm(z_3)
-    x_3 = np.cross(-up_3, z_3)
-    if np.linalg.norm(x_3) < 1e-9:
-        raise ValueError(f"look-at: the viewing direction {z_3} is parallel to up {up_3}")
-    x_3 = x_3 / np.linalg.norm(x_3)
-    world_T_cam_44 = np.eye(4)
-    world_T_cam_44[:3, :3] = np.stack([x_3, np.cross(z_3, x_3), z_3], axis=1)
-    world_T_cam_44[:3, 3] = eye_3
-    return world_T_cam_44
+    rgb_hw3: np.ndarray
+    depth_hw: np.ndarray
 
 
 def pinhole_camera(width: int, height: int, horizontal_fov_deg: float) -> Camera:
@@ -125,7 +99,7 @@ def overview_view(
     camera = pinhole_camera(width, height, horizontal_fov_deg)
     elevation = np.radians(elevation_deg)
     direction_3 = np.sin(elevation) * up_3 - np.cos(elevation) * forward_3
-    axes_33 = look_at_pose_44(centre_3 + direction_3, centre_3, up_3)[:3, :3]
+    axes_33 = look_at_world_T_cam_44(centre_3 + direction_3, centre_3, up_3)[:3, :3]
 
     def distances_n(world_n3: np.ndarray) -> np.ndarray:
         # A point at lateral offsets (x, y) and depth offset z from the centre is in the
@@ -140,7 +114,7 @@ def overview_view(
         distance = max(distance, float(distances_n(framed_n3).max()))
     distance = max(distance * 1.05, 1e-3)
     eye_3 = centre_3 + distance * direction_3
-    return View(camera, look_at_pose_44(eye_3, centre_3, up_3))
+    return View(camera, look_at_world_T_cam_44(eye_3, centre_3, up_3))
 
 
 def cull_back_faces(mesh: o3d.geometry.TriangleMesh, eye_3: np.ndarray) -> o3d.geometry.TriangleMesh:
@@ -178,56 +152,145 @@ def frustum_lines(camera: Camera, world_T_cam_n44: np.ndarray, depth: float) -> 
     return line_set
 
 
-def _material(geometry: o3d.geometry.Geometry3D) -> o3d.visualization.rendering.MaterialRecord:
-    """Unlit for coloured geometry (the colours already carry the captured shading), lit
-    grey otherwise; thick lines for line sets."""
-    material = o3d.visualization.rendering.MaterialRecord()
-    if isinstance(geometry, o3d.geometry.LineSet):
-        material.shader, material.line_width = "unlitLine", 2.0
-    elif isinstance(geometry, o3d.geometry.PointCloud):
-        material.shader, material.point_size = "defaultUnlit", 2.0
-    elif geometry.has_vertex_colors():
-        material.shader = "defaultUnlit"
-    else:
-        material.shader, material.base_color = "defaultLit", (0.7, 0.7, 0.7, 1.0)
-    return material
-
-
 def render_image_hw3(geometries: list[o3d.geometry.Geometry3D], view: View) -> np.ndarray:
-    """(H, W, 3) uint8 RGB image of `geometries` seen from `view`, on a white background.
-
-    Colours are not tone-mapped: an unlit surface of colour c shows as round(255 c).
-    Call once per process (see the module docstring).
-    """
-    check_headless_rendering()
-    # Mesa's software rasteriser threads spin while they wait for each other; on a busy CPU
-    # a 960x720 view then took minutes instead of seconds. One thread draws it in about the
-    # same CPU time. Read when the renderer starts the driver; a value already set is kept.
-    os.environ.setdefault("LP_NUM_THREADS", "0")
+    """(H, W, 3) uint8 RGB image of `geometries` (triangle meshes, point clouds, line sets;
+    world metres) seen from `view`, on a white background. See the module docstring for
+    the shading; a colour c shows as round(255 c)."""
     camera = view.camera
-    with _native_stdout_silenced(), o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
-        renderer = o3d.visualization.rendering.OffscreenRenderer(camera.width, camera.height)
-        for i, geometry in enumerate(geometries):
-            renderer.scene.add_geometry(f"geometry{i}", geometry, _material(geometry))
-        renderer.scene.set_background([*BACKGROUND_RGB, 1.0])
-        renderer.scene.view.set_post_processing(False)
-        # Open3D places pixel centres at half-integers; ours sit at integers.
-        open3d_K_33 = camera.K_33 + np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]])
-        cam_T_world_44 = np.linalg.inv(view.world_T_cam_44)
-        renderer.setup_camera(open3d_K_33, cam_T_world_44, camera.width, camera.height)
-        return np.asarray(renderer.render_to_image()).copy()
+    rgb_hw3 = np.empty((camera.height, camera.width, 3), np.float32)
+    rgb_hw3[:] = BACKGROUND_RGB
+    depth_hw = np.full((camera.height, camera.width), np.inf, np.float32)
+    line_sets = []
+    for geometry in geometries:
+        if isinstance(geometry, o3d.geometry.LineSet):
+            line_sets.append(geometry)
+            continue
+        if isinstance(geometry, o3d.geometry.TriangleMesh):
+            layer = raycast_mesh(geometry, view)
+        elif isinstance(geometry, o3d.geometry.PointCloud):
+            layer = splat_points(geometry, view)
+        else:
+            raise ValueError(f"cannot render a {type(geometry).__name__}; expected a mesh, point cloud or line set")
+        nearer_hw = layer.depth_hw < depth_hw
+        rgb_hw3[nearer_hw] = layer.rgb_hw3[nearer_hw]
+        depth_hw[nearer_hw] = layer.depth_hw[nearer_hw]
+    image_hw3 = np.clip(rgb_hw3 * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    for line_set in line_sets:
+        draw_lines(image_hw3, line_set, view)
+    return image_hw3
 
 
-@contextmanager
-def _native_stdout_silenced() -> Iterator[None]:
-    """Send what native code prints to standard output (Filament's start-up banner) to
-    /dev/null; standard error, where failures are reported, stays."""
-    sys.stdout.flush()
-    saved_fd = os.dup(1)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-        yield
-    finally:
-        os.dup2(saved_fd, 1)
-        os.close(saved_fd)
+def camera_rays_n3(camera: Camera) -> np.ndarray:
+    """(H * W, 3) float32 camera-frame directions with unit z through every pixel centre, row by row."""
+    uv_n2 = pixel_grid_hw2(camera.height, camera.width).reshape(-1, 2)
+    return backproject_n3(uv_n2, np.ones(len(uv_n2)), camera.K_33).astype(np.float32)
+
+
+def raycast_mesh(mesh: o3d.geometry.TriangleMesh, view: View) -> Layer:
+    """The mesh's layer: one ray per pixel, vertex colours interpolated at the nearest hit and
+    shaded by a headlight (see the module docstring)."""
+    camera = view.camera
+    rgb_n3 = np.zeros((camera.height * camera.width, 3), np.float32)
+    depth_n = np.full(camera.height * camera.width, np.inf, np.float32)
+    triangles_m3 = np.asarray(mesh.triangles)
+    if len(triangles_m3) > 0:
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
+                            o3d.core.Tensor(triangles_m3.astype(np.uint32)))
+        directions_n3 = camera_rays_n3(camera) @ view.world_T_cam_44[:3, :3].T.astype(np.float32)
+        rays_n6 = np.empty((len(directions_n3), 6), np.float32)
+        rays_n6[:, :3] = view.world_T_cam_44[:3, 3]
+        rays_n6[:, 3:] = directions_n3
+        hits = scene.cast_rays(o3d.core.Tensor(rays_n6))
+        # Directions have unit z in the view's camera frame, so the hit distance is the z-depth.
+        t_hit_n = hits["t_hit"].numpy()
+        hit_n = np.isfinite(t_hit_n)
+        triangle_k = hits["primitive_ids"].numpy()[hit_n].astype(np.int64)
+        if mesh.has_vertex_colors():
+            u_k2 = hits["primitive_uvs"].numpy()[hit_n]
+            barycentric_k3 = np.stack([1.0 - u_k2[:, 0] - u_k2[:, 1], u_k2[:, 0], u_k2[:, 1]], axis=1)
+            corner_rgb_k33 = np.asarray(mesh.vertex_colors, np.float32)[triangles_m3[triangle_k]]
+            albedo_k3 = np.einsum("kc,kcd->kd", barycentric_k3, corner_rgb_k33)
+        else:
+            albedo_k3 = np.broadcast_to(np.float32(UNCOLOURED_RGB), (len(triangle_k), 3))
+        unit_k3 = directions_n3[hit_n] / np.linalg.norm(directions_n3[hit_n], axis=1, keepdims=True)
+        cos_k = np.abs(np.einsum("kd,kd->k", hits["primitive_normals"].numpy()[hit_n], unit_k3))
+        rgb_n3[hit_n] = albedo_k3 * (AMBIENT + (1.0 - AMBIENT) * cos_k)[:, None]
+        depth_n[hit_n] = t_hit_n[hit_n]
+    return Layer(rgb_n3.reshape(camera.height, camera.width, 3), depth_n.reshape(camera.height, camera.width))
+
+
+def splat_points(cloud: o3d.geometry.PointCloud, view: View) -> Layer:
+    """The cloud's layer: every point an unlit square of POINT_SIZE pixels (grey without
+    colours); where squares overlap, the nearest point wins (ties: the first point)."""
+    camera = view.camera
+    rgb_n3 = np.zeros((camera.height * camera.width, 3), np.float32)
+    depth_n = np.full(camera.height * camera.width, np.inf, np.float32)
+    points_n3 = np.asarray(cloud.points)
+    colours_n3 = np.asarray(cloud.colors) if cloud.has_colors() else np.broadcast_to(UNCOLOURED_RGB, points_n3.shape)
+    uv_n2, z_n = project_n2(transform_n3(invert_pose_44(view.world_T_cam_44), points_n3), camera.K_33)
+    size_2 = np.array([camera.width, camera.height])
+    near_image_n = (z_n > 0) & np.all((uv_n2 > -POINT_SIZE) & (uv_n2 < size_2 + POINT_SIZE), axis=1)
+    # The square's pixels are those whose centres lie within POINT_SIZE / 2 of the point (u and v).
+    corner_uv_n2 = np.ceil(uv_n2[near_image_n] - POINT_SIZE / 2).astype(np.int64)
+    offsets_s2 = np.stack(np.meshgrid(np.arange(POINT_SIZE), np.arange(POINT_SIZE), indexing="ij"), -1).reshape(-1, 2)
+    uv_s2 = (corner_uv_n2[:, None, :] + offsets_s2[None]).reshape(-1, 2)
+    point_s = np.repeat(np.flatnonzero(near_image_n), len(offsets_s2))
+    inside_s = np.all((uv_s2 >= 0) & (uv_s2 < size_2), axis=1)
+    pixel_s, point_s = uv_s2[inside_s, 1] * camera.width + uv_s2[inside_s, 0], point_s[inside_s]
+    order_s = np.lexsort((point_s, z_n[point_s], pixel_s))
+    pixels_p, first_p = np.unique(pixel_s[order_s], return_index=True)
+    nearest_p = point_s[order_s[first_p]]
+    rgb_n3[pixels_p] = colours_n3[nearest_p]
+    depth_n[pixels_p] = z_n[nearest_p]
+    return Layer(rgb_n3.reshape(camera.height, camera.width, 3), depth_n.reshape(camera.height, camera.width))
+
+
+def draw_lines(image_hw3: np.ndarray, line_set: o3d.geometry.LineSet, view: View) -> None:
+    """Draw the line set into the (H, W, 3) uint8 RGB image (in place), LINE_WIDTH pixels wide
+    in its colours (FRUSTUM_RGB without), clipped to the view and never hidden by surfaces."""
+    camera = view.camera
+    points_n3 = transform_n3(invert_pose_44(view.world_T_cam_44), np.asarray(line_set.points))
+    lines_l2 = np.asarray(line_set.lines)
+    if line_set.has_colors():
+        colours_l3 = np.asarray(line_set.colors)
+    else:
+        colours_l3 = np.broadcast_to(FRUSTUM_RGB, (len(lines_l2), 3))
+    start_l3, end_l3, kept_l = clip_segments(points_n3[lines_l2[:, 0]], points_n3[lines_l2[:, 1]], camera)
+    start_l2, _ = project_n2(start_l3[kept_l], camera.K_33)
+    end_l2, _ = project_n2(end_l3[kept_l], camera.K_33)
+    scale = 1 << SUBPIXEL_BITS
+    for start_2, end_2, rgb_3 in zip(np.rint(start_l2 * scale).astype(int), np.rint(end_l2 * scale).astype(int),
+                                     np.clip(np.rint(colours_l3[kept_l] * 255), 0, 255).astype(int)):
+        cv2.line(image_hw3, tuple(map(int, start_2)), tuple(map(int, end_2)), tuple(map(int, rgb_3)),
+                 thickness=LINE_WIDTH, lineType=cv2.LINE_AA, shift=SUBPIXEL_BITS)
+
+
+def clip_segments(
+    start_l3: np.ndarray, end_l3: np.ndarray, camera: Camera
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Camera-frame segments (L, 3) cut to the part in front of the near plane (NEAR metres)
+    whose projection lies within the image and a margin of LINE_WIDTH pixels: the new start
+    and end points, and which segments keep any part (L,)."""
+    margin = LINE_WIDTH
+    fx, fy, cx, cy = camera.fx, camera.fy, camera.cx, camera.cy
+    # Half-spaces a . p + d >= 0 in the camera frame: z >= NEAR, and -margin <= u, v <= size - 1 + margin.
+    planes_54 = np.array([
+        [0.0, 0.0, 1.0, -NEAR],
+        [fx, 0.0, cx + margin, 0.0],
+        [-fx, 0.0, camera.width - 1 + margin - cx, 0.0],
+        [0.0, fy, cy + margin, 0.0],
+        [0.0, -fy, camera.height - 1 + margin - cy, 0.0],
+    ])
+    start_l3, end_l3 = start_l3.astype(np.float64), end_l3.astype(np.float64)
+    kept_l = np.ones(len(start_l3), bool)
+    for plane_4 in planes_54:
+        start_l, end_l = start_l3 @ plane_4[:3] + plane_4[3], end_l3 @ plane_4[:3] + plane_4[3]
+        kept_l &= (start_l >= 0) | (end_l >= 0)
+        crossing_l = kept_l & ((start_l < 0) != (end_l < 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share_l = np.where(crossing_l, start_l / (start_l - end_l), 0.0)
+        cut_l3 = start_l3 + share_l[:, None] * (end_l3 - start_l3)
+        start_l3 = np.where((crossing_l & (start_l < 0))[:, None], cut_l3, start_l3)
+        end_l3 = np.where((crossing_l & (end_l < 0))[:, None], cut_l3, end_l3)
+    return start_l3, end_l3, kept_l

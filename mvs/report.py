@@ -2,7 +2,7 @@
 
 The page shows the metrics (those of `mvs.eval` when it has scored the run, else the run's
 own counts), the seconds per stage from `report.json`, a rendered view of the mesh
-(`mesh.png`, rendered headless by `python -m mvs.view` in a child process), a few depth maps
+(`mesh.png`, the overview `python -m mvs.view --screenshot` renders on the CPU), a few depth maps
 colourised with one range per row beside the input image and the sensor depth, and the
 trajectory plot `mvs.eval` draws. Images are embedded as base64 PNG, so the file opens
 anywhere on its own. `report.json` keeps the numbers.
@@ -20,9 +20,8 @@ import cv2
 import numpy as np
 
 from fusion.export import write_text_atomic
-from mvs.render import RenderingUnavailable
 from mvs.types import Sequence
-from mvs.view import screenshot_in_subprocess
+from mvs.view import load_scene, screenshot
 
 logger = logging.getLogger(__name__)
 DEPTH_ROWS = 4
@@ -122,8 +121,8 @@ def mesh_view_html(out_dir: Path, render: bool) -> str:
         return '<p class="note">No mesh was written.</p>'
     if render and (not png_path.is_file() or png_path.stat().st_mtime < mesh_path.stat().st_mtime):
         try:
-            screenshot_in_subprocess(out_dir, png_path, *MESH_VIEW_SIZE)
-        except RenderingUnavailable as error:
+            screenshot(load_scene(out_dir), png_path, *MESH_VIEW_SIZE)
+        except ValueError as error:
             logger.warning("report.html without the mesh view: %s", error)
             return f'<p class="note">Mesh view not rendered: {html.escape(str(error))}</p>'
     if not png_path.is_file() or png_path.stat().st_mtime < mesh_path.stat().st_mtime:

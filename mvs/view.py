@@ -3,7 +3,7 @@
 PATH is an output folder of `mvs.run` (its `mesh.ply`, else `cloud.ply`, with the cameras of
 `trajectory.txt` drawn as frustums, using the intrinsics in `report.json`) or a `.ply` file
 (a mesh or a point cloud). `--screenshot FILE.png` renders an overview from above without a
-screen (Open3D's offscreen renderer; see `mvs.render` for what it needs).
+screen, on the CPU (a ray caster; see `mvs.render`): no GPU, display or graphics driver needed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +19,12 @@ import numpy as np
 import open3d as o3d
 
 from fusion.export import write_image_png
-from mvs.render import RenderingUnavailable, View, cull_back_faces, frustum_lines, overview_view, render_image_hw3
+from mvs.render import View, cull_back_faces, frustum_lines, overview_view, render_image_hw3
 from mvs.types import Camera
 from slam.trajectory import read_tum_trajectory
 
 MAX_FRUSTUMS = 25
 FRUSTUM_DEPTH_SHARE = 0.03  # frustum depth as a share of the scene's diagonal
-SCREENSHOT_SECONDS = 120
-SCREENSHOT_ATTEMPTS = 3
-"""Mesa's software Vulkan driver now and then never finishes a frame (one thread spins in
-its rasteriser); the same render in a fresh process then finishes in seconds."""
 
 
 class DisplayUnavailable(RuntimeError):
@@ -146,34 +141,6 @@ def show_window(scene: Scene) -> None:
     o3d.visualization.draw_geometries([scene.surface, *scene_frustums(scene)], window_name=f"mvs.view {scene.source}")
 
 
-def screenshot_in_subprocess(path: Path, png_path: Path, width: int, height: int) -> Path:
-    """`python -m mvs.view PATH --screenshot PNG` in a child process, so that a renderer that
-    aborts cannot take the caller down, tried again in a new process when a render does not
-    finish in SCREENSHOT_SECONDS; raises RenderingUnavailable with the child's reason."""
-    command = [sys.executable, "-m", "mvs.view", str(path), "--screenshot", str(png_path), "--size", f"{width}x{height}"]
-    result = run_until_finished(command, SCREENSHOT_SECONDS, SCREENSHOT_ATTEMPTS)
-    if result is None:
-        raise RenderingUnavailable(
-            f"rendering {path} did not finish in {SCREENSHOT_SECONDS} s, {SCREENSHOT_ATTEMPTS} times in a row"
-        )
-    if result.returncode != 0:
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        reason = errors[-1] if errors else (result.stderr.strip().splitlines() or ["no message"])[-1]
-        raise RenderingUnavailable(f"rendering {path} failed (exit code {result.returncode}): {reason}")
-    return png_path
-
-
-def run_until_finished(command: list[str], seconds: float, attempts: int) -> subprocess.CompletedProcess | None:
-    """Run `command` (output captured) until one run ends within `seconds`, at most
-    `attempts` times; None when none did."""
-    for _ in range(attempts):
-        try:
-            return subprocess.run(command, capture_output=True, text=True, timeout=seconds)
-        except subprocess.TimeoutExpired:
-            continue
-    return None
-
-
 def parse_size(text: str) -> tuple[int, int]:
     """WIDTHxHEIGHT in pixels."""
     try:
@@ -197,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             show_window(scene)
             return 0
         written = screenshot(scene, args.screenshot, *args.size)
-    except (ValueError, FileNotFoundError, RenderingUnavailable, DisplayUnavailable) as error:
+    except (ValueError, FileNotFoundError, DisplayUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {written} ({args.size[0]}x{args.size[1]}, {scene.source})")

@@ -1,11 +1,9 @@
 """Fixtures shared by the end-to-end tests."""
 
-import os
 from pathlib import Path
 
 import pytest
 
-from mvs.render import RenderingUnavailable, check_headless_rendering
 from mvs.synth import RoomSpec, generate_room
 
 
@@ -14,15 +12,3 @@ def small_room(tmp_path_factory) -> Path:
     """A 40-frame 160x120 synthetic room in ScanNet export layout, with its mesh."""
     return generate_room(RoomSpec(seed=7, num_frames=40, width=160, height=120),
                          tmp_path_factory.mktemp("rooms") / "room7", progress=False)
-
-
-@pytest.fixture
-def headless_rendering() -> None:
-    """Skip a test that renders when this machine cannot, except in CI (`CI` set), where
-    rendering must work (.ci/run installs what it needs)."""
-    try:
-        check_headless_rendering()
-    except RenderingUnavailable as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(error))
