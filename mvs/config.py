@@ -16,7 +16,8 @@ import yaml
 from fusion.consistency import ConsistencyConfig
 from mvs.local_sweep import LocalSweepConfig
 from mvs.regressors import ClassicRegressorConfig
-from slam.frontend import VOConfig
+from slam.vo_config import VOConfig
+from slam.colmap_sfm import ColmapSettings
 from slam.keyframes import KeyframeConfig
 from slam.refine import PoseRefineConfig
 from slam.rgbd import RGBDConfig
@@ -39,23 +40,28 @@ class SequenceConfig:
 
 @dataclass
 class TrackingConfig:
-    """Where camera poses come from: `gt` (dataset), `track` (monocular VO), `rgbd`, or
-    `auto`: the dataset's poses when it has them, else `rgbd` with sensor depth, else `track`.
+    """Where camera poses come from: `gt` (dataset), `track` (monocular VO), `rgbd`,
+    `import` (the COLMAP model folder or nerfstudio transforms.json `pose_file`, taken to be
+    in metres; mvs/io/imported_poses.py), `colmap` (COLMAP structure from motion with the
+    `colmap` settings, pycolmap), or `auto`: the dataset's poses when it has them, else
+    `rgbd` with sensor depth, else `track`.
     `refine_gt`: dataset poses are refined to the colour images (`refine`, slam/refine.py)
     before a plane sweep uses them; sensor depth keeps the dataset poses, which belong to it.
 
-    `scale` fixes the unknown scale of monocular tracking: `sensor` (depth sensor, as
-    `sensor_scale` says), `gt` (ground-truth poses, for evaluation only) or `none`
-    (tracking units).
+    `scale` fixes the unknown scale of monocular tracking, COLMAP and imported poses:
+    `sensor` (depth sensor, as `sensor_scale` says), `gt` (ground-truth poses, for evaluation
+    only) or `none` (tracking units; imported poses are kept as they are).
     """
 
     poses: str = "auto"
+    pose_file: str = ""
     scale: str = "none"
     refine_gt: bool = False
     refine: PoseRefineConfig = field(default_factory=PoseRefineConfig)
     vo: VOConfig = field(default_factory=VOConfig)
     rgbd: RGBDConfig = field(default_factory=RGBDConfig)
     sensor_scale: SensorScaleConfig = field(default_factory=SensorScaleConfig)
+    colmap: ColmapSettings = field(default_factory=ColmapSettings)
 
 
 @dataclass

@@ -22,8 +22,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mvs.run", description=__doc__.splitlines()[0])
     parser.add_argument("--sequence", help="name under sequences/ or a path (default synthetic/room0)")
     parser.add_argument("--out", help="output folder (default outputs/<sequence>)")
-    parser.add_argument("--poses", choices=["auto", "gt", "track", "rgbd"], help="where camera poses come from")
-    parser.add_argument("--scale", choices=["none", "sensor", "gt"], help="how monocular scale is fixed")
+    parser.add_argument("--poses", choices=["auto", "gt", "track", "rgbd", "colmap", "import"],
+                        help="where camera poses come from")
+    parser.add_argument("--pose-file", help="with --poses import: a COLMAP model folder (sparse/0) or a transforms.json")
+    parser.add_argument("--scale", choices=["none", "sensor", "gt"],
+                        help="how the scale of track, colmap or imported poses is fixed")
     parser.add_argument("--depth", choices=["auto", "sensor", "classic", "learned"], help="where depth comes from")
     parser.add_argument("--frames", help="START:STOP:STEP over dataset frame indices")
     parser.add_argument("--intrinsics", help="camera intrinsics: fx,fy,cx,cy (pixels) or a calibration YAML")
@@ -43,7 +46,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         update_dataclass(config, load_yaml(args.config), str(args.config))
     overrides = {
         "sequence": {"name": args.sequence, "frames": args.frames, "intrinsics": args.intrinsics},
-        "tracking": {"poses": args.poses, "scale": args.scale},
+        "tracking": {"poses": args.poses, "pose_file": args.pose_file, "scale": args.scale},
         "depth": {"source": args.depth, "keyframes": args.keyframes},
         "fusion": {"voxel_size": args.voxel_size},
         "report": {"render_mesh": False if args.no_render else None},
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         config = build_config(args)
         print(to_yaml(config), end="")
         report = run(config)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except TrackingFailed as failure:

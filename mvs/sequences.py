@@ -45,20 +45,35 @@ UNKNOWN_LAYOUT = (
 )
 
 
-def parse_frames(spec: str) -> tuple[int | None, int | None, int | None]:
-    """(start, stop, step) of a "START:STOP:STEP" frame selection; empty parts are None.
+FrameRange = tuple[int | None, int | None, int | None]
+"""(start, stop, step) over dataset frame indices; None leaves a part open."""
 
-    Accepts "0:1000:2", ":", "10:", "::5" over dataset frame indices.
+
+def parse_frames(spec: str) -> list[FrameRange]:
+    """(start, stop, step) of every comma-separated START:STOP:STEP range of a frame
+    selection, in playback order; empty parts are None.
+
+    Accepts "0:1000:2", ":", "10:", "::5" over dataset frame indices, and several ranges
+    played one after another: "0:450,550:1000" (a cut), "0:1000:2,1:600:2" (a revisit).
     """
-    parts = spec.split(":")
-    if len(parts) not in (2, 3) or not all(p.strip() == "" or p.strip().isdigit() for p in parts):
+    ranges = spec.split(",")
+    return [_parse_range(spec, part if len(ranges) > 1 else None) for part in ranges]
+
+
+def _parse_range(spec: str, part: str | None) -> FrameRange:
+    """One START:STOP:STEP range: `part` of a several-range `spec`, or `spec` itself (None)."""
+    text = spec if part is None else part
+    where = f"frames '{spec}'" if part is None else f"frames '{spec}': range '{part}'"
+    pieces = text.split(":")
+    if len(pieces) not in (2, 3) or not all(p.strip() == "" or p.strip().isdigit() for p in pieces):
         raise ValueError(
-            f"frames '{spec}': expected START:STOP:STEP with non-negative integers "
+            f"{where}: expected START:STOP:STEP with non-negative integers "
             "(any part may be empty), e.g. 0:1000:2 or ::5"
+            + ("; ranges are separated by commas, e.g. 0:450,550:1000" if part is not None else "")
         )
-    start, stop, step = (int(p) if p.strip() else None for p in parts + [""] * (3 - len(parts)))
+    start, stop, step = (int(p) if p.strip() else None for p in pieces + [""] * (3 - len(pieces)))
     if step == 0:
-        raise ValueError(f"frames '{spec}': STEP must be >= 1, got 0")
+        raise ValueError(f"{where}: STEP must be >= 1, got 0")
     return start, stop, step
 
 
@@ -89,7 +104,8 @@ def open_sequence(
     frames: str = ":",
     intrinsics: Calibration | tuple[float, float, float, float] | None = None,
 ) -> Sequence:
-    """Open the sequence `name` lazily, keeping the dataset frame indices in `frames`.
+    """Open the sequence `name` lazily, keeping the dataset frame indices in `frames`
+    (comma-separated START:STOP:STEP ranges, played in the order listed; see `parse_frames`).
 
     `name` is a folder in one of the layouts, a ScanNet `.sens` file or a video file.
     `intrinsics` (a Calibration, or fx, fy, cx, cy in pixels of the colour images as
@@ -100,7 +116,7 @@ def open_sequence(
     root = resolve_sequence_path(name, sequences_dir)
     if isinstance(intrinsics, tuple):
         intrinsics = Calibration(*intrinsics)
-    start, stop, step = parse_frames(frames)
+    ranges = parse_frames(frames)
     if root.is_file() and root.suffix.lower() == ".sens":
         sequence = open_sens(root, intrinsics)
     elif root.is_file():
@@ -120,7 +136,7 @@ def open_sequence(
     if intrinsics is not None:
         sequence = undistorted(sequence, intrinsics)
     sequence = replace(sequence, name=_sequence_name(root, sequences_dir))
-    return sequence.select(start, stop, step)
+    return sequence.select(ranges)
 
 
 @dataclass(frozen=True)
@@ -174,13 +190,14 @@ def _assemble(
     has_poses: bool,
 ) -> Sequence:
     """A lazy Sequence over `frame_files`, dropping frames without a valid pose when
-    the sequence has poses."""
+    the sequence has poses; `image_names` holds the colour images' file names."""
     registration = Registration(camera, depth_format)
-    return assemble_sequence(
+    sequence = assemble_sequence(
         root, layout, camera, frame_files,
         lambda kept: _FrameReader(root, stored_camera, registration, kept),
         has_depth=depth_format is not None, has_poses=has_poses,
     )
+    return replace(sequence, image_names={files.index: files.image_path.name for files in frame_files})
 
 
 def _sequence_name(root: Path, sequences_dir: Path) -> str:

@@ -85,7 +85,8 @@ class Sequence:
     `indices` lists the dataset frame indices in playback order; `skipped` maps a dataset
     frame index that was dropped at load time to the reason; `gt_world_T_cam_44` holds the
     ground-truth camera-to-world poses by dataset index (read at open time, without images);
-    `timestamps` the dataset's timestamps in seconds where it has them.
+    `timestamps` the dataset's timestamps in seconds where it has them; `image_names` the
+    file name of each frame's colour image where frames are read from image files.
     """
 
     name: str
@@ -100,6 +101,7 @@ class Sequence:
     skipped: dict[int, str] = field(default_factory=dict)
     gt_world_T_cam_44: dict[int, np.ndarray] = field(default_factory=dict)
     timestamps: dict[int, float] = field(default_factory=dict)
+    image_names: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -121,21 +123,40 @@ class Sequence:
         """Ground-truth mesh of a synthetic sequence (exists when `has_mesh`)."""
         return self.root / "mesh.ply"
 
-    def select(self, start: int | None, stop: int | None, step: int | None) -> Sequence:
-        """Keep dataset indices in `range(start, stop, step)`; dataset indices are kept."""
+    def select(self, ranges: list[tuple[int | None, int | None, int | None]]) -> Sequence:
+        """Keep the dataset indices in each `range(start, stop, step)` of `ranges`, played in
+        the order listed (all of the first range, then all of the second, ...); dataset
+        indices are kept. A None start or stop is the sequence's first or last index, a
+        None step is 1. Raises ValueError when a range selects no frame, or when a dataset
+        index falls in two ranges (every frame appears once)."""
         known = [*self.indices, *self.skipped]
-        lo = min(known) if start is None else start
-        hi = max(known) + 1 if stop is None else stop
-        step = 1 if step is None else step
-        if step < 1:
-            raise ValueError(f"frame step must be >= 1, got {step}")
-        wanted = set(range(lo, hi, step))
-        kept = [i for i in self.indices if i in wanted]
-        if not kept:
-            raise ValueError(
-                f"{self.root}: no frames in {lo}:{hi}:{step}; the sequence has dataset "
-                f"indices {self.indices[0]}..{self.indices[-1]}"
-            )
-        skipped = {i: reason for i, reason in self.skipped.items() if i in wanted}
+        kept: list[int] = []
+        skipped: dict[int, str] = {}
+        range_of: dict[int, str] = {}
+        for start, stop, step in ranges:
+            lo = min(known) if start is None else start
+            hi = max(known) + 1 if stop is None else stop
+            step = 1 if step is None else step
+            if step < 1:
+                raise ValueError(f"frame step must be >= 1, got {step}")
+            wanted = range(lo, hi, step)
+            name = f"{lo}:{hi}:{step}"
+            known_wanted = [i for i in known if i in wanted]
+            twice = sorted(i for i in known_wanted if i in range_of)
+            if twice:
+                more = f" ({len(twice)} indices are in both)" if len(twice) > 1 else ""
+                raise ValueError(
+                    f"{self.root}: dataset index {twice[0]} is selected twice, by {range_of[twice[0]]} and by "
+                    f"{name}{more}; each frame can be selected once"
+                )
+            range_kept = [i for i in self.indices if i in wanted]
+            if not range_kept:
+                raise ValueError(
+                    f"{self.root}: no frames in {name}; the sequence has dataset "
+                    f"indices {min(self.indices)}..{max(self.indices)}"
+                )
+            kept += range_kept
+            skipped.update({i: reason for i, reason in self.skipped.items() if i in wanted})
+            range_of.update({i: name for i in known_wanted})
         gt_world_T_cam_44 = {i: self.gt_world_T_cam_44[i] for i in kept if i in self.gt_world_T_cam_44}
         return replace(self, indices=kept, skipped=skipped, gt_world_T_cam_44=gt_world_T_cam_44)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +220,77 @@ def test_same_pixels_table_scores_learned_depth_where_classic_has_some(tmp_path:
     assert data["learned, on classic's pixels"]["abs_rel"] == pytest.approx(0.0)
     assert data["learned, on classic's pixels"]["completeness"] == pytest.approx(0.5)
     assert len(table.rows) == 2
+
+
+def test_track_suite_hard_cases_run_default_settings_and_keep_rows_not_selected(tmp_path: Path) -> None:
+    from mvs.bench.runs import BenchContext, ChildRun, Measured
+    from mvs.bench.track import HARD_CASES, MeasuredRuns, hard_case_table
+
+    tabletop = tmp_path / "tabletop"
+    tabletop.mkdir()
+    np.savetxt(tabletop / "intrinsics.K.txt", [[615.2, 0, 298.4], [0, 615.5, 247.5], [0, 0, 1]])
+    context = BenchContext("kitchen", tmp_path / "work", str(tabletop), only=("tabletop",))
+    assert all("--config" not in case.run_args(context) for case in HARD_CASES)
+    tabletop_case = next(case for case in HARD_CASES if case.key == "tabletop")
+    assert tabletop_case.run_args(context) == [
+        "--sequence", str(tabletop), "--intrinsics", "615.2,615.5,298.4,247.5", "--poses", "track", "--scale", "gt"]
+
+    class FakeRuns(MeasuredRuns):
+        """Measured figures without running anything: 48 of 50 frames posed in 4 s, two pieces."""
+
+        def get(self, run_args: list[str], out_dir: Path) -> Measured:
+            self.done[out_dir] = Measured(
+                ChildRun("python -m mvs.run " + " ".join(run_args), 9.0, 500.0, out_dir / "run.log"),
+                {"frames_posed": 48, "frames_selected": 50, "seconds": {"poses": 4.0},
+                 "tracking": {"pieces": [{"first": 15, "last": 99, "frames": 43, "joined": "main"},
+                                         {"first": 101, "last": 111, "frames": 5, "joined": "merged"}]}},
+                {"trajectory_sim3": {"ate_rmse": 0.0042}},
+            )
+            return self.done[out_dir]
+
+    kept_cells = ["redkitchen 0:1000:20", "track --scale gt", "42/50", "—", "36.00 cm", "20.0"]
+    context.previous = {"hard_cases": {"kitchen-20": {"label": "redkitchen 0:1000:20", "cells": kept_cells}}}
+    runs = FakeRuns()
+    table, records = hard_case_table(context, runs)
+    assert list(runs.done) == [tmp_path / "work" / "track" / "hard" / "tabletop"]  # the selected row only
+    assert table.rows == [
+        kept_cells,
+        ["tabletop sample (50 frames, fx 615)", "track --scale gt", "48/50", "2: main 15-99 (43), merged 101-111 (5)",
+         "0.42 cm", "12.5"],
+    ]
+    assert "Kept from an earlier run (not selected by `--only`): redkitchen 0:1000:20." in table.notes
+    assert records["tabletop"]["ate_sim3"] == 0.0042 and set(records) == {"kitchen-20", "tabletop"}
+
+
+def test_pieces_cell_shows_a_dash_until_the_tracker_reports_pieces() -> None:
+    from mvs.bench.track import pieces_cell
+
+    assert pieces_cell({"frames_posed": 10}) == "—"
+    assert pieces_cell({"tracking": {}}) == "—"
+    one = {"tracking": {"pieces": [{"first": 0, "last": 998, "frames": 500, "joined": "main"}]}}
+    assert pieces_cell(one) == "1: main 0-998 (500)"
+
+
+def test_only_runs_groups_of_the_track_suite_and_keeps_the_other_tables(tmp_path: Path) -> None:
+    from mvs.bench.__main__ import merged_with_previous, parse_args, suite_command
+
+    args = parse_args(["track", "--only", "tabletop,blankwall", "--only", "colmap-decimated"])
+    assert args.only == ("tabletop", "blankwall", "colmap-decimated")
+    assert suite_command(args, "track").endswith("track --only tabletop --only blankwall --only colmap-decimated")
+    for argv in (["track", "--only", "kitchens"], ["depth", "--only", "tabletop"], ["all", "--only", "tabletop"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+    stored = suite_result("track", "1")
+    stored.tables.append(Table("Hard cases", [], ["sequence"], "l", [["old row"]]))
+    previous = json.loads(json.dumps(asdict(stored)))
+    previous["data"] = {"runs": "old runs", "hard_cases": "old hard"}
+    new_hard = Table("Hard cases", [], ["sequence"], "l", [["new row"]])
+    new_decimated = Table("Beside COLMAP, 0:1000:10", [], ["method"], "l", [["ours"]])
+    tables, data = merged_with_previous([new_hard, new_decimated], {"hard_cases": "new hard"}, previous)
+    assert [table.title for table in tables] == ["Speed", "Hard cases", "Beside COLMAP, 0:1000:10"]
+    assert tables[0].rows == [["ours", "1"], ["peer", "3"]] and tables[1] is new_hard
+    assert tables[0].notes == "Two rows. (Kept from the run of 2026-01-01 00:00 UTC, not re-run by `--only`.)"
+    assert data == {"runs": "old runs", "hard_cases": "new hard"}
+    # A table kept twice says so once.
+    again, _ = merged_with_previous([], {}, {**previous, "tables": [asdict(tables[0])]})
+    assert again[0].notes == tables[0].notes

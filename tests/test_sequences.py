@@ -141,16 +141,62 @@ def write_folder(root: Path, stems: list[str], k_text: str | None = "50 51 31.5 
 
 @pytest.mark.parametrize(
     "spec, expected",
-    [("0:1000:2", (0, 1000, 2)), (":", (None, None, None)), ("10:", (10, None, None)), ("::5", (None, None, 5))],
+    [
+        ("0:1000:2", [(0, 1000, 2)]),
+        (":", [(None, None, None)]),
+        ("10:", [(10, None, None)]),
+        ("::5", [(None, None, 5)]),
+        ("0:450,550:1000", [(0, 450, None), (550, 1000, None)]),
+        ("0:1000:2, 1:600:2", [(0, 1000, 2), (1, 600, 2)]),
+    ],
 )
-def test_parse_frames(spec: str, expected: tuple) -> None:
+def test_parse_frames(spec: str, expected: list) -> None:
     assert parse_frames(spec) == expected
 
 
 @pytest.mark.parametrize("spec", ["5", "a:b", "1:2:3:4", "::0", "-1:", "1.5:"])
 def test_parse_frames_rejects_malformed(spec: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(f"'{spec}'")):
+    message = f"frames '{spec}': " + ("STEP must be >= 1" if spec == "::0" else "expected START:STOP:STEP")
+    with pytest.raises(ValueError, match=re.escape(message)):
         parse_frames(spec)
+
+
+@pytest.mark.parametrize("spec, bad", [("0:10,5", "5"), ("0:10,", ""), ("0:10,::0", "::0"), ("a:b,0:3", "a:b")])
+def test_parse_frames_names_the_malformed_range(spec: str, bad: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"frames '{spec}': range '{bad}': ")):
+        parse_frames(spec)
+
+
+def test_several_ranges_play_in_the_order_listed(tmp_path: Path) -> None:
+    write_7scenes(tmp_path / "kitchen", count=12)
+    cut = open_sequence("kitchen", tmp_path, frames="0:4,7:")
+    assert cut.indices == [0, 1, 2, 3, 7, 8, 9, 10, 11]
+    revisit = open_sequence("kitchen", tmp_path, frames="0:12:2,1:6:2")
+    assert revisit.indices == [0, 2, 4, 6, 8, 10, 1, 3, 5]
+    assert [frame.index for frame in revisit] == revisit.indices
+    np.testing.assert_array_equal(revisit[6].image_hw3[0, 0], colour_rgb(1))
+    assert sorted(revisit.gt_world_T_cam_44) == sorted(revisit.indices)
+    backwards = open_sequence("kitchen", tmp_path, frames="8:12,0:3")
+    assert backwards.indices == [8, 9, 10, 11, 0, 1, 2]
+
+
+def test_a_frame_selected_twice_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = write_7scenes(tmp_path / "kitchen", count=12)
+    message = f"{root}: dataset index 4 is selected twice, by 0:12:2 and by 3:7:1 (2 indices are in both)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        open_sequence("kitchen", tmp_path, frames="0:12:2,3:7")
+    with pytest.raises(ValueError, match=re.escape(f"{root}: dataset index 0 is selected twice, by 0:12:1 and by 0:1:1;")):
+        open_sequence("kitchen", tmp_path, frames=":,0:1")
+    # Ranges that interleave without sharing an index are fine.
+    assert len(open_sequence("kitchen", tmp_path, frames="0:12:2,1:12:2")) == 12
+
+
+def test_a_range_without_frames_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = write_7scenes(tmp_path / "kitchen", count=5)
+    with pytest.raises(ValueError, match=re.escape(f"{root}: no frames in 20:30:1; the sequence has dataset indices 0..4")):
+        open_sequence("kitchen", tmp_path, frames="0:3,20:30")
+    with pytest.raises(ValueError, match=re.escape(f"{root}: no frames in 7:9:1; the sequence has dataset indices 0..4")):
+        open_sequence("kitchen", tmp_path, frames="7:9")
 
 
 def test_resolve_scannet_scan_suffix(tmp_path: Path) -> None:

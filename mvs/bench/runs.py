@@ -15,7 +15,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HEARTBEAT_SECONDS = 30.0
@@ -23,14 +23,19 @@ HEARTBEAT_SECONDS = 30.0
 
 @dataclass
 class BenchContext:
-    """Where a suite reads data and writes its runs.
+    """Where a suite reads data and writes its runs, and which of its rows to run.
 
-    kitchen: the 7-Scenes redkitchen folder, as a path relative to the working directory
-    when it can be (it appears in the printed commands). work_dir: run outputs and logs.
+    kitchen, tabletop: the 7-Scenes redkitchen and the tabletop sample folders, as paths
+    relative to the working directory when they can be (they appear in the printed commands).
+    work_dir: run outputs and logs. only: the groups of rows to run (empty: all); previous:
+    the suite's figures from an earlier run (benchmarks.json), for the rows `only` leaves out.
     """
 
     kitchen: str
     work_dir: Path
+    tabletop: str = ""
+    only: tuple[str, ...] = ()
+    previous: dict = field(default_factory=dict)
 
 
 @dataclass
