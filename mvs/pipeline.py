@@ -25,13 +25,15 @@ from mvs.config import DepthConfig, FusionConfig, RunConfig, TrackingConfig, to_
 from mvs.depth import ClassicDepthEstimator, DepthEstimator, LearnedDepthEstimator
 from mvs.geometry import invert_pose_44
 from mvs.intrinsics import parse_intrinsics
+from mvs.io.export import write_interop
+from mvs.io.imported_poses import colmap_sfm_poses, imported_poses
 from mvs.report import write_report_html
 from mvs.sequences import open_sequence
 from mvs.types import Camera, Frame, Sequence
 from slam.frontend import track_sequence
 from slam.keyframes import KeyframeSelection, select_keyframes
 from slam.refine import refine_poses
-from slam.result import METRES, TrackingFailed, TrackingResult
+from slam.result import METRES, TrackedPiece, TrackingFailed, TrackingResult
 from slam.rgbd import track_rgbd_sequence
 from slam.scale import scale_from_gt, scale_from_sensor
 from slam.trajectory import format_tum_trajectory
@@ -39,6 +41,7 @@ from slam.trajectory import format_tum_trajectory
 SEQUENCES_DIR = Path("sequences")
 NOMINAL_MEDIAN_DEPTH_M = 2.0
 NORMALISED_UNITS = f"tracking units (scaled to a {NOMINAL_MEDIAN_DEPTH_M:g} m median scene depth)"
+UNJOINED_REASON = "in a tracked piece that never joined the main map"
 OUTPUTS_DIR = Path("outputs")
 
 
@@ -54,7 +57,8 @@ class DepthMap:
 @dataclass
 class RunReport:
     """What a run did: saved as `report.json` next to the outputs; `camera` is the colour
-    camera of every pose and depth map (the viewer draws frustums with it)."""
+    camera of every pose and depth map (the viewer draws frustums with it); `tracking_pieces`
+    the runs of tracked frames and how each joined the main map (monocular tracking)."""
 
     sequence: str
     layout: str
@@ -71,6 +75,7 @@ class RunReport:
     seconds: dict[str, float] = field(default_factory=dict)
     fusion_frames_per_second: float = 0.0
     pose_refinement: dict[str, float] = field(default_factory=dict)
+    tracking_pieces: list[TrackedPiece] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     status: str = "running"
 
@@ -126,9 +131,12 @@ def resolve_sources(config: RunConfig, sequence: Sequence) -> RunConfig:
 def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult:
     """Camera poses for the selected frames, from the source `config.poses` names.
 
-    Monocular tracking is scaled to metres as `config.scale` says; raises TrackingFailed
-    (carrying the poses found so far) when tracking cannot initialise.
+    Monocular tracking and COLMAP are scaled to metres as `config.scale` says (imported
+    poses only when it asks); raises TrackingFailed (carrying the poses found so far) when
+    tracking cannot initialise.
     """
+    if config.pose_file and config.poses != "import":
+        raise ValueError(f"--pose-file {config.pose_file} is read only with --poses import, not --poses {config.poses}")
     if config.poses == "gt":
         if not sequence.has_poses:
             raise ValueError(
@@ -140,19 +148,35 @@ def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult
         if not sequence.has_depth:
             raise ValueError(f"{sequence.root}: --poses rgbd needs sensor depth and this sequence has none")
         return track_rgbd_sequence(sequence, config.rgbd)
-    if config.poses != "track":
-        raise ValueError(f"--poses: expected gt, track or rgbd, got '{config.poses}'")
-    # With the scale from the sensor, its depth also holds the scale along the trajectory.
-    result = track_sequence(sequence, config.vo, use_depth=config.scale == "sensor" and sequence.has_depth)
+    if config.poses == "import":
+        result = imported_poses(sequence, config.pose_file, config.scale)
+    elif config.poses == "colmap":
+        result = colmap_sfm_poses(sequence, config.colmap)
+    elif config.poses == "track":
+        # With the scale from the sensor, its depth also holds the scale along the trajectory.
+        result = track_sequence(sequence, config.vo, use_depth=config.scale == "sensor" and sequence.has_depth)
+    else:
+        raise ValueError(f"--poses: expected gt, track, rgbd, colmap or import, got '{config.poses}'")
     if config.scale == "sensor":
         return scale_from_sensor(result, sequence, config.sensor_scale)
     if config.scale == "gt":
         return scale_from_gt(result, sequence)
     if config.scale != "none":
         raise ValueError(f"--scale: expected none, sensor or gt, got '{config.scale}'")
+    if config.poses == "import":
+        return result
     # Unknown scale: normalise it so the median scene depth is that of a typical room, which
     # keeps the depth range and the TSDF voxel size meaningful.
     return result.scaled(NOMINAL_MEDIAN_DEPTH_M / result.median_depth, NORMALISED_UNITS)
+
+
+def lost_reason(config: TrackingConfig) -> str:
+    """Why a frame has no pose from the source `config.poses`."""
+    if config.poses == "import":
+        return f"no pose in {config.pose_file}"
+    if config.poses == "colmap":
+        return "not registered by COLMAP"
+    return "tracking lost"
 
 
 def refined_to_colour(sequence: Sequence, poses: TrackingResult, config: RunConfig, report: RunReport) -> TrackingResult:
@@ -179,7 +203,7 @@ def sensor_depth_maps(sequence: Sequence, poses: TrackingResult, report: RunRepo
         raise ValueError(f"{sequence.root}: --depth sensor needs sensor depth and this sequence has none")
     for index in sequence.indices:
         if index not in poses.world_T_cam_44:
-            report.skipped[index] = "no camera pose"
+            report.skipped.setdefault(index, "no camera pose")
             continue
         frame = sequence.load_frame(index)
         if frame.depth_hw is None:
@@ -280,6 +304,7 @@ def write_outputs(
     """Write mesh, cloud, trajectory, report.json and report.html of whatever has been
     computed so far."""
     with timed(report, "write"):
+        cloud = None
         if volume is not None and volume.frames_integrated > 0:
             mesh = volume.mesh()
             if mesh.has_triangles():
@@ -293,6 +318,7 @@ def write_outputs(
                 [sequence.timestamp(i) for i in indices], [poses.world_T_cam_44[i] for i in indices]
             )
             report.outputs.append(str(write_text_atomic(out_dir / "trajectory.txt", text)))
+            report.outputs += [str(path) for path in write_interop(out_dir, sequence, poses.world_T_cam_44, cloud)]
     report.outputs.append(str(out_dir / "report.json"))
     report.skipped = dict(sorted(report.skipped.items()))
     write_json_atomic(out_dir / "report.json", asdict(report))
@@ -336,7 +362,9 @@ def run(config: RunConfig) -> RunReport:
                 "needs metres: add --scale sensor (or --scale gt for evaluation)"
             )
         report.frames_posed = sum(i in poses.world_T_cam_44 for i in sequence.indices)
-        report.skipped.update({i: "tracking lost" for i in poses.lost})
+        report.skipped.update({i: lost_reason(config.tracking) for i in poses.lost})
+        report.skipped.update({i: UNJOINED_REASON for i in poses.unjoined})
+        report.tracking_pieces = poses.pieces
         volume = TSDFVolume(fusion_config(config))
         fusion_seconds = 0.0
         total, depth_iter = depth_maps(sequence, poses, config, report, out_dir)

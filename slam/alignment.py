@@ -34,6 +34,11 @@ class Similarity:
         target_T_cam_44[:3, 3] = self.apply_n3(world_T_cam_44[None, :3, 3])[0]
         return target_T_cam_44
 
+    def inverse(self) -> Similarity:
+        """The similarity from the target frame back to the source frame."""
+        R_33 = self.R_33.T
+        return Similarity(1.0 / self.scale, R_33, -R_33 @ self.t_3 / self.scale)
+
 
 def umeyama_alignment(source_n3: np.ndarray, target_n3: np.ndarray, with_scale: bool) -> Similarity:
     """The least-squares similarity (or rigid transform) mapping `source_n3` onto `target_n3`.
@@ -69,3 +74,41 @@ def umeyama_alignment(source_n3: np.ndarray, target_n3: np.ndarray, with_scale: 
         scale = float(np.sum(singular_3 * sign_3) / source_variance)
     t_3 = target_mean_3 - scale * R_33 @ source_mean_3
     return Similarity(scale, R_33, t_3)
+
+
+def ransac_similarity(
+    source_n3: np.ndarray,
+    target_n3: np.ndarray,
+    threshold_n: np.ndarray,
+    iterations: int = 200,
+    min_inliers: int = 3,
+    seed: int = 0,
+) -> tuple[Similarity, np.ndarray] | None:
+    """The similarity mapping most of `source_n3` (N, 3) onto `target_n3` (N, 3): RANSAC
+    over minimal sets of 3 pairs, a pair counting as an inlier when it lands within
+    `threshold_n` (N,) (target units) of its target; the best set is refit by Umeyama on its
+    inliers (twice, re-selecting them). Returns the similarity and the inlier mask (N,), or
+    None with fewer than `min_inliers` inliers."""
+    count = len(source_n3)
+    if count < max(3, min_inliers):
+        return None
+    rng = np.random.default_rng(seed)
+    best_n = np.zeros(count, dtype=bool)
+    for _ in range(iterations):
+        sample_3 = rng.choice(count, 3, replace=False)
+        edges_23 = source_n3[sample_3[1:]] - source_n3[sample_3[0]]
+        if np.linalg.norm(np.cross(edges_23[0], edges_23[1])) < 1e-12:
+            continue
+        similarity = umeyama_alignment(source_n3[sample_3], target_n3[sample_3], with_scale=True)
+        inlier_n = np.linalg.norm(similarity.apply_n3(source_n3) - target_n3, axis=1) < threshold_n
+        if inlier_n.sum() > best_n.sum():
+            best_n = inlier_n
+    if best_n.sum() < max(3, min_inliers):
+        return None
+    for _ in range(2):
+        similarity = umeyama_alignment(source_n3[best_n], target_n3[best_n], with_scale=True)
+        inlier_n = np.linalg.norm(similarity.apply_n3(source_n3) - target_n3, axis=1) < threshold_n
+        if inlier_n.sum() < max(3, min_inliers):
+            return None
+        best_n = inlier_n
+    return similarity, best_n

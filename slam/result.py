@@ -11,6 +11,19 @@ METRES = "metres"
 
 
 @dataclass
+class TrackedPiece:
+    """Frames tracked without a break: dataset indices `first` to `last` in playback order,
+    `frames` of them posed, and how the piece joined the main map: "main" (it started it),
+    "relocalised" (posed against the map after tracking was lost), "merged" (a map of its own,
+    merged when it saw a place of the main one), or "not joined" (its frames are not posed)."""
+
+    first: int
+    last: int
+    frames: int
+    joined: str
+
+
+@dataclass
 class TrackingResult:
     """Camera poses and sparse map of one tracked sequence.
 
@@ -20,7 +33,8 @@ class TrackingResult:
     seen from the keyframes; scale: "metres" or "tracking units" (monocular, arbitrary
     scale); keyframe_point_ids: for each keyframe's dataset index, the rows (M,) of
     map_points_n3 it observes; tracking_seconds: compute time spent tracking (frame
-    loading excluded).
+    loading excluded); unjoined: frames posed in a piece that never joined the main map
+    (not in world_T_cam_44); pieces: the runs of tracked frames and how each joined.
     """
 
     world_T_cam_44: dict[int, np.ndarray]
@@ -30,6 +44,8 @@ class TrackingResult:
     scale: str
     keyframe_point_ids: dict[int, np.ndarray] = field(default_factory=dict)
     tracking_seconds: float = 0.0
+    unjoined: list[int] = field(default_factory=list)
+    pieces: list[TrackedPiece] = field(default_factory=list)
 
     def scaled(self, factor: float, scale: str) -> TrackingResult:
         """The same result with translations, map points and depths multiplied by `factor`,

@@ -12,6 +12,7 @@ import pytest
 from mvs.geometry import make_pose_44
 from mvs.synth import RoomRenderer, RoomSpec, build_room
 from mvs.types import Camera, Frame, Sequence
+from slam.backend import reassociate
 from slam.frontend import MonocularTracker, VOConfig, track_sequence
 from slam.klt import KLTConfig
 from slam.result import METRES, TRACKING_UNITS, TrackingFailed, TrackingResult
@@ -101,20 +102,22 @@ def test_sensor_depth_in_the_global_adjustment_on_a_rendered_room(room_sequence,
 def test_reassociation_refinds_observations_of_distant_keyframes(room_sequence):
     """Observations a keyframe shares with keyframes more than `loop_min_gap` away are
     removed; the search re-finds them where they were (KLT from the other keyframe's view)."""
-    tracker = MonocularTracker(room_sequence.camera, replace(SMALL_IMAGE_VO, loop_min_gap=2))
+    config = replace(SMALL_IMAGE_VO, loop_min_gap=2)
+    tracker = MonocularTracker(room_sequence.camera, config)
     for frame in room_sequence:
         tracker.process(frame.index, frame.image_hw3)
-    first, end = tracker.segment_starts[0], len(tracker.keyframes)
-    position = (first + end) // 2
+    positions = tracker.map.piece_positions(tracker.keyframes[0].piece)
+    position = positions[len(positions) // 2]
     kf = tracker.keyframes[position]
-    far_ids_n = tracker._observed_point_ids_n([k for k in range(first, end) if abs(k - position) > 2])
+    at = positions.index(position)
+    far_ids_n = tracker.map.observed_point_ids_n([k for i, k in enumerate(positions) if abs(i - at) > 2])
     removed_n = np.flatnonzero(kf.valid_n & np.isin(kf.track_ids_n, far_ids_n))[:40]
     assert len(removed_n) >= 20
     removed_ids_n, removed_uv_n2 = kf.track_ids_n[removed_n], kf.uv_n2[removed_n]
     keep_n = np.ones(len(kf.track_ids_n), dtype=bool)
     keep_n[removed_n] = False
     kf.track_ids_n, kf.uv_n2, kf.valid_n = kf.track_ids_n[keep_n], kf.uv_n2[keep_n], kf.valid_n[keep_n]
-    tracker._reassociate(position, first, end)
+    reassociate(tracker.map, tracker.K_33, tracker.tracking_size_wh, position, positions, config)
     found_n = np.isin(removed_ids_n, kf.track_ids_n)
     row_of_id = {track_id: row for row, track_id in enumerate(kf.track_ids_n)}
     error_n = np.array([np.linalg.norm(kf.uv_n2[row_of_id[i]] - uv) for i, uv in zip(removed_ids_n[found_n], removed_uv_n2[found_n])])

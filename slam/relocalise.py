@@ -1,0 +1,177 @@
+"""Posing a frame against the map by descriptor matches, and finding where two pieces meet.
+
+Relocalisation: the frame's corners are described and matched to the described observations
+of a candidate keyframe and its neighbours in the same piece; the matched map points give
+2D-3D pairs for PnP-RANSAC. Merging: a keyframe of one piece is matched to a keyframe of
+another; pairs of map points (one of each piece) give a similarity by RANSAC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mvs.geometry import transform_n3
+from slam.alignment import Similarity, ransac_similarity
+from slam.features import Describer, Descriptors
+from slam.map import SparseMap
+from slam.pnp import solve_pnp
+
+
+@dataclass
+class RelocaliseConfig:
+    """neighbours: keyframes on each side of a candidate (in the same piece) matched with it;
+    threshold_px and min_inliers: PnP-RANSAC threshold and the fewest inliers of a pose;
+    merge_min_inliers: the fewest point pairs agreeing on a similarity between two pieces,
+    within merge_threshold_relative times the depth of the target point from its keyframe."""
+
+    neighbours: int = 2
+    threshold_px: float = 3.0
+    min_inliers: int = 25
+    merge_min_inliers: int = 30
+    merge_threshold_relative: float = 0.05
+
+
+@dataclass
+class Relocalisation:
+    """A frame posed in `piece`: cam_T_world_44 (4, 4), and the map points it sees (inliers):
+    ids (N,) at its pixels (N, 2); `position` the candidate keyframe that posed it;
+    `unused_k` the positions in the query descriptors left unmatched."""
+
+    cam_T_world_44: np.ndarray
+    piece: int
+    position: int
+    point_ids_n: np.ndarray
+    uv_n2: np.ndarray
+    unused_k: np.ndarray
+
+
+@dataclass
+class PieceMatch:
+    """Where the keyframe at `position` (piece A) sees the keyframe at `other_position`
+    (piece B): `other_T_piece` maps A's world to B's; `ids_n` (N,) points of A matched to
+    `other_ids_n` (N,) points of B, seen in A's keyframe at pixels `uv_n2` (N, 2)."""
+
+    position: int
+    other_position: int
+    other_T_piece: Similarity
+    ids_n: np.ndarray
+    other_ids_n: np.ndarray
+    uv_n2: np.ndarray
+
+
+def _neighbourhood(world: SparseMap, position: int, count: int) -> list[int]:
+    """The keyframe at `position` and up to `count` keyframes on each side of it in its piece."""
+    positions = world.piece_positions(world.keyframes[position].piece)
+    at = positions.index(position)
+    return positions[max(0, at - count) : at + count + 1]
+
+
+def _matched_points(
+    world: SparseMap, describer: Describer, query: Descriptors, positions: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Matches of `query` to the described map points of the keyframes at `positions`: query
+    positions (K,) and point ids (K,), one point per query and one query per point."""
+    query_k, ids_k = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for position in positions:
+        train, ids_n = world.described_points(position)
+        q_k, t_k = describer.match(query, train)
+        query_k.append(q_k)
+        ids_k.append(ids_n[t_k])
+    query_k, ids_k = np.concatenate(query_k), np.concatenate(ids_k)
+    _, first_k = np.unique(query_k, return_index=True)
+    query_k, ids_k = query_k[first_k], ids_k[first_k]
+    _, first_k = np.unique(ids_k, return_index=True)
+    return query_k[first_k], ids_k[first_k]
+
+
+def relocalise(
+    world: SparseMap,
+    describer: Describer,
+    query: Descriptors,
+    query_uv_n2: np.ndarray,
+    candidates: list[int],
+    K_33: np.ndarray,
+    config: RelocaliseConfig,
+) -> Relocalisation | None:
+    """Pose a frame whose described corners are `query` (rows into `query_uv_n2` (M, 2))
+    against each candidate keyframe position with its neighbours; the pose with the most
+    PnP inliers wins, None when none reaches `min_inliers`."""
+    best: Relocalisation | None = None
+    for position in candidates:
+        query_k, ids_k = _matched_points(world, describer, query, _neighbourhood(world, position, config.neighbours))
+        if len(query_k) < config.min_inliers:
+            continue
+        uv_k2 = query_uv_n2[query.rows_n[query_k]].astype(np.float64)
+        pnp = solve_pnp(
+            world.points.xyz_n3[ids_k], uv_k2, K_33, threshold_px=config.threshold_px,
+            min_inliers=config.min_inliers, iterations=300,
+        )
+        if pnp is None or (best is not None and pnp.inlier_n.sum() <= len(best.point_ids_n)):
+            continue
+        piece = world.keyframes[position].piece
+        unused_k = np.setdiff1d(np.arange(len(query)), query_k[pnp.inlier_n])
+        best = Relocalisation(pnp.cam_T_world_44, piece, position, ids_k[pnp.inlier_n], uv_k2[pnp.inlier_n], unused_k)
+    return best
+
+
+def match_unmapped(
+    world: SparseMap,
+    describer: Describer,
+    query: Descriptors,
+    query_uv_n2: np.ndarray,
+    found: Relocalisation,
+    K_33: np.ndarray,
+    max_epipolar_px: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tracks of the keyframe that posed `found` that have no map point yet, matched to the
+    frame's unused corners (`found.unused_k` of `query`, rows into `query_uv_n2` (M, 2)) and
+    kept within `max_epipolar_px` of their epipolar line under the two known poses, so that
+    they can be triangulated: track ids (N,) and the frame's pixels (N, 2)."""
+    kf = world.keyframes[found.position]
+    if kf.descriptors is None:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 2))
+    rows_n = kf.descriptors.rows_n
+    unmapped_n = ~world.points.ok_n[kf.track_ids_n[rows_n]] & kf.valid_n[rows_n]
+    train = Descriptors(kf.descriptors.values_nd[unmapped_n], rows_n[unmapped_n])
+    unused = Descriptors(query.values_nd[found.unused_k], query.rows_n[found.unused_k])
+    query_k, train_k = describer.match(unused, train)
+    uv_k2 = query_uv_n2[unused.rows_n[query_k]].astype(np.float64)
+    kf_uv_k2 = kf.uv_n2[train.rows_n[train_k]]
+    cam_T_kf_44 = found.cam_T_world_44 @ np.linalg.inv(kf.cam_T_world_44)
+    t_3 = cam_T_kf_44[:3, 3]
+    skew_33 = np.array([[0, -t_3[2], t_3[1]], [t_3[2], 0, -t_3[0]], [-t_3[1], t_3[0], 0]])
+    K_inv_33 = np.linalg.inv(K_33)
+    F_33 = K_inv_33.T @ skew_33 @ cam_T_kf_44[:3, :3] @ K_inv_33
+    line_k3 = np.column_stack([kf_uv_k2, np.ones(len(kf_uv_k2))]) @ F_33.T
+    point_k3 = np.column_stack([uv_k2, np.ones(len(uv_k2))])
+    distance_k = np.abs(np.sum(line_k3 * point_k3, axis=1)) / np.maximum(np.linalg.norm(line_k3[:, :2], axis=1), 1e-12)
+    keep_k = distance_k < max_epipolar_px
+    return kf.track_ids_n[train.rows_n[train_k]][keep_k], uv_k2[keep_k]
+
+
+def match_pieces(
+    world: SparseMap, describer: Describer, position: int, candidates: list[int], config: RelocaliseConfig
+) -> PieceMatch | None:
+    """The similarity from the piece of the keyframe at `position` to the piece of a candidate
+    keyframe (of another piece), from matches between the map points each observes."""
+    kf = world.keyframes[position]
+    query, ids_n = world.described_points(position)
+    for other in candidates:
+        query_k, other_ids_k = _matched_points(world, describer, query, _neighbourhood(world, other, config.neighbours))
+        if len(query_k) < config.merge_min_inliers:
+            continue
+        other_kf = world.keyframes[other]
+        target_k3 = world.points.xyz_n3[other_ids_k]
+        depth_k = transform_n3(other_kf.cam_T_world_44, target_k3)[:, 2]
+        found = ransac_similarity(
+            world.points.xyz_n3[ids_n[query_k]], target_k3, config.merge_threshold_relative * np.abs(depth_k),
+            min_inliers=config.merge_min_inliers,
+        )
+        if found is None:
+            continue
+        similarity, inlier_k = found
+        uv_k2 = kf.uv_n2[query.rows_n[query_k]]
+        return PieceMatch(position, other, similarity, ids_n[query_k][inlier_k], other_ids_k[inlier_k], uv_k2[inlier_k])
+    return None
