@@ -1,11 +1,13 @@
-"""Pieces every sequence loader shares: stored images into the sequence camera, and the
-lazy `Sequence` over a layout's frame records with frames that cannot be used left out.
+"""Pieces every sequence loader shares: stored images into the sequence camera, the lazy
+`Sequence` over a layout's frame records with frames that cannot be used left out, and the
+check that finds image files a decoder could not read whole.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Protocol, TypeVar
@@ -144,3 +146,98 @@ def assemble_sequence(
         gt_world_T_cam_44={r.index: r.world_T_cam_44 for r in kept if r.world_T_cam_44 is not None},
         timestamps={r.index: r.timestamp for r in kept},
     )
+
+
+def without_damaged_images(sequence: Sequence, image_paths: Callable[[int], list[Path]]) -> Sequence:
+    """`sequence` without the frames one of whose `image_paths(index)` is damaged
+    (`image_file_damage`); they are skipped as `Sequence.skip_unreadable` says (an error
+    when they are too many)."""
+    damaged = {}
+    for index in sequence.indices:
+        for path in image_paths(index):
+            damage = image_file_damage(path)
+            if damage:
+                damaged[index] = f"cannot read {path}: {damage}"
+                break
+    if not damaged:
+        return sequence
+    readable = replace(
+        sequence,
+        indices=[i for i in sequence.indices if i not in damaged],
+        skipped=dict(sequence.skipped),
+        unreadable=dict(sequence.unreadable),
+        gt_world_T_cam_44={i: pose for i, pose in sequence.gt_world_T_cam_44.items() if i not in damaged},
+    )
+    readable.skip_unreadable(damaged)
+    return readable
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_START, _JPEG_END, _JPEG_START_OF_SCAN = b"\xff\xd8", b"\xff\xd9", 0xDA
+_JPEG_MARKERS_WITHOUT_LENGTH = {0x01, *range(0xD0, 0xD8)}
+
+
+def image_file_damage(path: Path) -> str:
+    """Why the PNG or JPEG file at `path` cannot be decoded whole, found from its structure
+    without decoding it; "" when it looks sound.
+
+    Finds files that cannot be read, are empty or are neither PNG nor JPEG, and files cut
+    short: a JPEG whose end-of-image marker does not follow its image data (a decoder
+    fills the missing rows with grey), a PNG that ends before its IEND chunk or whose
+    critical chunks fail their CRC (a decoder refuses it). Data after the image (a motion
+    photo's video) is allowed.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if not data:
+        return "the file is empty"
+    if data.startswith(PNG_SIGNATURE):
+        return _png_damage(data)
+    if data.startswith(_JPEG_START):
+        return _jpeg_damage(data)
+    return "not a PNG or JPEG image"
+
+
+def _png_damage(data: bytes) -> str:
+    """Why PNG `data` is cut short or damaged, walking its chunks to IEND; "" when sound."""
+    offset = len(PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8]
+        end = offset + 12 + length
+        name = kind.decode("latin-1")
+        if not kind.isalpha():
+            return f"damaged: no PNG chunk at byte {offset}"
+        if end > len(data):
+            return f"truncated: the file ends inside its {name} chunk"
+        critical = not kind[0] & 0x20
+        if critical and zlib.crc32(data[offset + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            return f"damaged: the checksum of its {name} chunk does not match"
+        if kind == b"IEND":
+            return ""
+        offset = end
+    return "truncated: the file ends before its IEND chunk"
+
+
+def _jpeg_damage(data: bytes) -> str:
+    """Why JPEG `data` is cut short or damaged, walking its header segments to the first
+    scan and looking for the end-of-image marker after it; "" when sound."""
+    offset = len(_JPEG_START)
+    while offset + 4 <= len(data):
+        if data[offset] != 0xFF:
+            return f"damaged: no JPEG marker at byte {offset} of its header"
+        marker = data[offset + 1]
+        if marker == 0xFF or marker in _JPEG_MARKERS_WITHOUT_LENGTH:
+            offset += 1 if marker == 0xFF else 2
+            continue
+        if data[offset : offset + 2] == _JPEG_END:
+            return "damaged: the image ends before its data"
+        length = int.from_bytes(data[offset + 2 : offset + 4], "big")
+        if marker == _JPEG_START_OF_SCAN:
+            if data.find(_JPEG_END, offset + 2 + length) < 0:
+                return "truncated: no end-of-image marker after the image data"
+            return ""
+        offset += 2 + length
+    return "truncated: the file ends inside its header"

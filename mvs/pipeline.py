@@ -43,6 +43,14 @@ NOMINAL_MEDIAN_DEPTH_M = 2.0
 NORMALISED_UNITS = f"tracking units (scaled to a {NOMINAL_MEDIAN_DEPTH_M:g} m median scene depth)"
 UNJOINED_REASON = "in a tracked piece that never joined the main map"
 OUTPUTS_DIR = Path("outputs")
+AUTO_REASONS = {
+    "gt": "the sequence has poses",
+    "rgbd": "the sequence has sensor depth but no poses",
+    "track": "the sequence has neither poses nor sensor depth",
+    "sensor": "the sequence has sensor depth",
+    "learned": "the sequence has no sensor depth",
+}
+"""Why `resolve_sources` turns an `auto` pose or depth source into each source."""
 
 
 @dataclass
@@ -128,6 +136,50 @@ def resolve_sources(config: RunConfig, sequence: Sequence) -> RunConfig:
     return replace(config, tracking=tracking, depth=depth)
 
 
+def describe_run(requested: RunConfig, config: RunConfig, sequence: Sequence, out_dir: Path) -> str:
+    """The few lines the console shows before a run: the input found, the sources and
+    settings chosen (with the reason for the `auto` sources of `requested`), where the
+    outputs go."""
+    camera, tracking, depth = sequence.camera, config.tracking, config.depth
+    yes_no = {True: "yes", False: "no"}
+    selection = "" if config.sequence.frames == ":" else f" (--frames {config.sequence.frames})"
+    lines = [
+        f"input:   {sequence.root} ({sequence.layout} layout): {len(sequence)} frames{selection} of "
+        f"{camera.width}x{camera.height}, fx {camera.fx:.1f} fy {camera.fy:.1f}; "
+        f"sensor depth: {yes_no[sequence.has_depth]}, poses: {yes_no[sequence.has_poses]}"
+    ]
+    if sequence.skipped:
+        lines.append(
+            f"skipped: {len(sequence.skipped)} frame(s), {len(sequence.unreadable)} of them unreadable; "
+            "report.json lists each with the reason"
+        )
+    why_poses = f" (auto: {AUTO_REASONS[tracking.poses]})" if requested.tracking.poses == "auto" else ""
+    why_depth = f" (auto: {AUTO_REASONS[depth.source]})" if requested.depth.source == "auto" else ""
+    if tracking.poses in ("gt", "rgbd"):
+        units = "metres"
+    elif tracking.scale in ("sensor", "gt"):
+        units = f"metres, scale from the {'depth sensor' if tracking.scale == 'sensor' else 'ground truth'}"
+    else:
+        units = "metres as imported" if tracking.poses == "import" else NORMALISED_UNITS
+    refined = ", refined to the colour images" if refined_to_colour_wanted(config) else ""
+    lines.append(f"poses:   {tracking.poses}{why_poses}{refined}; units: {units}")
+    if depth.source == "sensor":
+        lines.append(f"depth:   sensor{why_depth}")
+    else:
+        model = f"model {depth.weights}" if depth.source == "learned" else f"{depth.num_hypotheses} planes"
+        lines.append(
+            f"depth:   {depth.source}{why_depth}: keyframes {depth.keyframes}, "
+            f"at {depth.working_width}x{depth.working_height}, {model}"
+        )
+    fusion = fusion_config(config)
+    lines += [
+        f"fusion:  TSDF voxels of {fusion.voxel_size:g} m, truncation {fusion.sdf_trunc_voxels:g} voxels, "
+        f"depth up to {fusion.depth_max:g} m; device {config.device}",
+        f"outputs: {out_dir} (the full configuration in config.yaml)",
+    ]
+    return "\n".join(lines)
+
+
 def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult:
     """Camera poses for the selected frames, from the source `config.poses` names.
 
@@ -179,11 +231,17 @@ def lost_reason(config: TrackingConfig) -> str:
     return "tracking lost"
 
 
+def refined_to_colour_wanted(config: RunConfig) -> bool:
+    """Whether dataset poses are refined to the colour images: `tracking.refine_gt` asks
+    and depth comes from a plane sweep over those images."""
+    return config.tracking.poses == "gt" and config.tracking.refine_gt and config.depth.source != "sensor"
+
+
 def refined_to_colour(sequence: Sequence, poses: TrackingResult, config: RunConfig, report: RunReport) -> TrackingResult:
     """Dataset poses refined to the colour images when `tracking.refine_gt` asks and depth
     comes from a plane sweep over those images; otherwise `poses` unchanged. The size of
     the corrections goes into `report.pose_refinement`."""
-    if not (config.tracking.poses == "gt" and config.tracking.refine_gt and config.depth.source != "sensor"):
+    if not refined_to_colour_wanted(config):
         return poses
     refinement = refine_poses(sequence, poses.world_T_cam_44, config.tracking.refine)
     rotation_d, translation_d = list(refinement.rotation_deg.values()), list(refinement.translation_m.values())
@@ -198,14 +256,17 @@ def refined_to_colour(sequence: Sequence, poses: TrackingResult, config: RunConf
 
 
 def sensor_depth_maps(sequence: Sequence, poses: TrackingResult, report: RunReport) -> Iterator[DepthMap]:
-    """The depth sensor's maps of every posed frame (`--depth sensor`)."""
+    """The depth sensor's maps of every posed frame (`--depth sensor`); a frame that cannot
+    be read is skipped (`Sequence.readable_frame`)."""
     if not sequence.has_depth:
         raise ValueError(f"{sequence.root}: --depth sensor needs sensor depth and this sequence has none")
     for index in sequence.indices:
         if index not in poses.world_T_cam_44:
             report.skipped.setdefault(index, "no camera pose")
             continue
-        frame = sequence.load_frame(index)
+        frame = sequence.readable_frame(index)
+        if frame is None:
+            continue
         if frame.depth_hw is None:
             report.skipped[index] = "no sensor depth"
             continue
@@ -248,13 +309,15 @@ def plane_sweep_depth_maps(
 
     Each depth map is written to `out_dir/depth/<index>.png` (uint16 mm, 0 = no estimate)
     and yielded without the pixels whose confidence is not above `fuse_min_confidence` and
-    those its neighbouring depth maps do not confirm (`fusion.consistency`).
+    those its neighbouring depth maps do not confirm (`fusion.consistency`). A frame that
+    cannot be read (`Sequence.readable_frame`) gives no depth map and is no source.
     """
     estimator = make_estimator(config.depth, config.device)
 
     @lru_cache(maxsize=4 * config.depth.keyframe.max_sources)
-    def posed_frame(index: int) -> Frame:
-        return replace(sequence.load_frame(index), world_T_cam_44=poses.world_T_cam_44[index])
+    def posed_frame(index: int) -> Frame | None:
+        frame = sequence.readable_frame(index)
+        return None if frame is None else replace(frame, world_T_cam_44=poses.world_T_cam_44[index])
 
     depth_dir = out_dir / "depth"
     depth_dir.mkdir(exist_ok=True)
@@ -262,7 +325,12 @@ def plane_sweep_depth_maps(
     def estimates() -> Iterator[EstimatedDepth[Frame]]:
         for plan in selection.plans:
             reference = posed_frame(posed[plan.reference_index])
-            sources = [posed_frame(posed[k]) for k in plan.source_indices]
+            if reference is None:
+                continue
+            sources = [frame for k in plan.source_indices if (frame := posed_frame(posed[k])) is not None]
+            if not sources:
+                report.skipped[reference.index] = "no readable source frames"
+                continue
             result = estimator.estimate(reference, sources, sequence.camera)
             write_depth_png(depth_dir / f"{reference.index}.png", result.depth_hw)
             report.depth_maps += 1
@@ -320,21 +388,27 @@ def write_outputs(
             report.outputs.append(str(write_text_atomic(out_dir / "trajectory.txt", text)))
             report.outputs += [str(path) for path in write_interop(out_dir, sequence, poses.world_T_cam_44, cloud)]
     report.outputs.append(str(out_dir / "report.json"))
-    report.skipped = dict(sorted(report.skipped.items()))
+    report.skipped = dict(sorted({**report.skipped, **sequence.unreadable}.items()))
     write_json_atomic(out_dir / "report.json", asdict(report))
     with timed(report, "report"):
         report.outputs += [str(path) for path in write_report_html(out_dir, sequence, render=render_mesh)]
     write_json_atomic(out_dir / "report.json", asdict(report))
 
 
-def run(config: RunConfig) -> RunReport:
-    """Reconstruct `config.sequence` into `config.out`; returns the report written there."""
+def run(config: RunConfig, verbose: bool = False) -> RunReport:
+    """Reconstruct `config.sequence` into `config.out`; returns the report written there.
+
+    The console gets a few lines on the input and the choices made (`describe_run`), and
+    with `verbose` the full resolved configuration, which is always saved to config.yaml.
+    """
     out_dir = output_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     sequence = load_sequence(config)
-    config = resolve_sources(config, sequence)
-    print(f"poses: {config.tracking.poses}, depth: {config.depth.source}")
+    requested, config = config, resolve_sources(config, sequence)
     write_text_atomic(out_dir / "config.yaml", to_yaml(config))
+    if verbose:
+        print(to_yaml(config), end="")
+    print(describe_run(requested, config, sequence, out_dir))
     report = RunReport(
         sequence=str(sequence.root),
         layout=sequence.layout,

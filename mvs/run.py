@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from mvs.config import RunConfig, load_yaml, resolve_device, to_yaml, update_dataclass
+from mvs.config import RunConfig, load_yaml, resolve_device, update_dataclass
 from mvs.pipeline import output_dir, run
 from mvs.view import DisplayUnavailable, load_scene, show_window
 from slam.result import TrackingFailed
@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="YAML file overriding the defaults")
     parser.add_argument("--no-render", action="store_true", help="leave the rendered mesh view out of report.html")
     parser.add_argument("--view", action="store_true", help="open the viewer on the result at the end")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print the full resolved configuration (always saved to config.yaml)")
     return parser.parse_args(argv)
 
 
@@ -81,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         config = build_config(args)
-        print(to_yaml(config), end="")
-        report = run(config)
+        report = run(config, verbose=args.verbose)
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"fused {report.frames_fused} of {report.frames_selected} frames "
           f"({report.fusion_frames_per_second:.0f} frames/s); units: {report.units}")
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} frame(s); report.json lists each with the reason")
     print("wrote:")
     for path in report.outputs:
         print(f"  {path}")

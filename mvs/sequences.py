@@ -2,9 +2,10 @@
 `.sens` files (`mvs/sens.py`) and videos (`mvs/video.py`) are dispatched from here.
 
 `open_sequence` finds a sequence folder or file, detects its layout, reads the cheap parts
-(file lists, intrinsics, poses) and returns a lazy `Sequence` whose frames are read from
-disk on access. Every frame comes out in one colour camera: uint8 RGB, depth in metres
-registered to that camera (0 where invalid), and the camera-to-world pose `world_T_cam_44`.
+(file lists, intrinsics, poses), checks that the selected image files are whole, and returns
+a lazy `Sequence` whose frames are read from disk on access. Every frame comes out in one
+colour camera: uint8 RGB, depth in metres registered to that camera (0 where invalid), and
+the camera-to-world pose `world_T_cam_44`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mvs.frames import DepthFormat, Registration, assemble_sequence
+from mvs.frames import PNG_SIGNATURE, DepthFormat, Registration, assemble_sequence, without_damaged_images
 from mvs.geometry import quaternion_to_matrix_33
 from mvs.intrinsics import HOW_TO_GIVE_INTRINSICS, Calibration, undistorted
 from mvs.sens import open_sens
-from mvs.types import Camera, Frame, Sequence
+from mvs.types import Camera, Frame, Sequence, UnreadableFrame
 from mvs.video import open_video
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -111,7 +112,9 @@ def open_sequence(
     `intrinsics` (a Calibration, or fx, fy, cx, cy in pixels of the colour images as
     stored) overrides the colour camera the layout would give; frames of a camera with
     lens distortion are undistorted. Frames whose ground-truth pose is missing or not a
-    rigid transform, or that cannot be read, are dropped and listed in `Sequence.skipped`.
+    rigid transform, or that cannot be read, are dropped and listed in `Sequence.skipped`;
+    the selected frames' image files are checked here (`image_file_damage`), and more than
+    MAX_UNREADABLE_SHARE of them damaged raises ValueError naming them.
     """
     root = resolve_sequence_path(name, sequences_dir)
     if isinstance(intrinsics, tuple):
@@ -133,10 +136,12 @@ def open_sequence(
         sequence = _open_folder(root, intrinsics)
     else:
         raise ValueError(f"{root}: {UNKNOWN_LAYOUT}")
+    sequence = sequence.select(ranges)
+    if isinstance(sequence.load_frame, _FrameReader):
+        sequence = without_damaged_images(sequence, sequence.load_frame.image_paths)
     if intrinsics is not None:
         sequence = undistorted(sequence, intrinsics)
-    sequence = replace(sequence, name=_sequence_name(root, sequences_dir))
-    return sequence.select(ranges)
+    return replace(sequence, name=_sequence_name(root, sequences_dir))
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,13 @@ class _FrameReader:
             depth_hw = self.registration.depth_hw(_read_depth_raw_hw(files.depth_path, depth_format.camera))
         world_T_cam_44 = None if files.world_T_cam_44 is None else files.world_T_cam_44.copy()
         return Frame(files.index, files.timestamp, image_hw3, depth_hw, world_T_cam_44)
+
+    def image_paths(self, index: int) -> list[Path]:
+        """The files frame `index` is read from: its colour image, and its depth image when
+        the sequence has depth."""
+        files = self.files_by_index[index]
+        read_depth = self.registration.depth_format is not None and files.depth_path is not None
+        return [files.image_path, files.depth_path] if read_depth else [files.image_path]
 
 
 def _assemble(
@@ -519,7 +531,7 @@ def _read_image_hw3(path: Path, stored_camera: Camera) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a colour image that must be `stored_camera`'s size."""
     image_hw3 = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
     if image_hw3 is None:
-        raise ValueError(f"{path}: cannot read image")
+        raise UnreadableFrame(f"{path}: cannot read image")
     _check_size(path, image_hw3, stored_camera)
     return image_hw3
 
@@ -528,7 +540,7 @@ def _read_depth_raw_hw(path: Path, depth_camera: Camera) -> np.ndarray:
     """(H, W) uint16 raw depth of a single-channel 16-bit PNG of `depth_camera`'s size."""
     raw_hw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw_hw is None:
-        raise ValueError(f"{path}: cannot read image")
+        raise UnreadableFrame(f"{path}: cannot read image")
     if raw_hw.ndim != 2 or raw_hw.dtype != np.uint16:
         raise ValueError(
             f"{path}: expected a single-channel uint16 depth image, "
@@ -558,7 +570,6 @@ def _first_image_size_wh(paths: list[Path], where: Path) -> tuple[int, int]:
     raise ValueError(f"{paths[0]}: cannot read image size (no readable PNG or JPEG header in {where})")
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_START_OF_FRAME = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
@@ -566,7 +577,7 @@ def _image_header_size_wh(path: Path) -> tuple[int, int] | None:
     """(width, height) from a PNG IHDR chunk or a JPEG start-of-frame segment, or None."""
     with open(path, "rb") as file:
         head = file.read(24)
-        if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR":
             width, height = struct.unpack(">II", head[16:24])
             return width, height
         if head[:2] != b"\xff\xd8":

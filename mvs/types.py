@@ -77,16 +77,28 @@ class Frame:
     world_T_cam_44: np.ndarray | None = None
 
 
+MAX_UNREADABLE_SHARE = 0.1
+"""Frames whose data cannot be read are skipped up to this share of the selected frames."""
+
+
+class UnreadableFrame(ValueError):
+    """A frame reader's error for a frame whose stored data cannot be read or decoded;
+    the message names the file (and frame) and the problem."""
+
+
 @dataclass
 class Sequence:
     """A lazily loaded sequence of frames sharing one colour camera.
 
     Frames are read from disk on access, so a long sequence is never held in memory.
     `indices` lists the dataset frame indices in playback order; `skipped` maps a dataset
-    frame index that was dropped at load time to the reason; `gt_world_T_cam_44` holds the
+    frame index that was dropped (at open time, or when its data could not be read) to the
+    reason; `gt_world_T_cam_44` holds the
     ground-truth camera-to-world poses by dataset index (read at open time, without images);
     `timestamps` the dataset's timestamps in seconds where it has them; `image_names` the
-    file name of each frame's colour image where frames are read from image files.
+    file name of each frame's colour image where frames are read from image files;
+    `unreadable` the selected frames whose data cannot be read or decoded (also in
+    `skipped`), found when the sequence was opened or when a frame failed to load.
     """
 
     name: str
@@ -102,6 +114,7 @@ class Sequence:
     gt_world_T_cam_44: dict[int, np.ndarray] = field(default_factory=dict)
     timestamps: dict[int, float] = field(default_factory=dict)
     image_names: dict[int, str] = field(default_factory=dict)
+    unreadable: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -111,8 +124,35 @@ class Sequence:
         return self.load_frame(self.indices[position])
 
     def __iter__(self) -> Iterator[Frame]:
+        """The readable frames in playback order (see `readable_frame`)."""
         for index in self.indices:
-            yield self.load_frame(index)
+            frame = self.readable_frame(index)
+            if frame is not None:
+                yield frame
+
+    def readable_frame(self, index: int) -> Frame | None:
+        """The frame of dataset index `index`, or None when its data cannot be read or
+        decoded: the frame is then skipped as `skip_unreadable` says."""
+        try:
+            return self.load_frame(index)
+        except UnreadableFrame as error:
+            self.skip_unreadable({index: str(error)})
+            return None
+
+    def skip_unreadable(self, reasons: dict[int, str]) -> None:
+        """Add frames whose data cannot be read (dataset index to reason) to `skipped` and
+        `unreadable`. Raises ValueError naming them when they are more than
+        MAX_UNREADABLE_SHARE of the selected frames: then the input is damaged, not a frame."""
+        self.unreadable.update(reasons)
+        self.skipped.update(reasons)
+        selected = len(set(self.indices) | set(self.unreadable))
+        if len(self.unreadable) > MAX_UNREADABLE_SHARE * selected:
+            named = [f"frame {i}: {reason}" for i, reason in sorted(self.unreadable.items())]
+            more = f"; and {len(named) - 10} more" if len(named) > 10 else ""
+            raise ValueError(
+                f"{self.root}: {len(named)} of {selected} selected frames cannot be read, more than the "
+                f"{100 * MAX_UNREADABLE_SHARE:g} % a run skips: {'; '.join(named[:10])}{more}"
+            )
 
     def timestamp(self, index: int) -> float:
         """Timestamp (seconds) of a dataset frame index; the index itself where none exists."""
@@ -159,4 +199,7 @@ class Sequence:
             skipped.update({i: reason for i, reason in self.skipped.items() if i in wanted})
             range_of.update({i: name for i in known_wanted})
         gt_world_T_cam_44 = {i: self.gt_world_T_cam_44[i] for i in kept if i in self.gt_world_T_cam_44}
-        return replace(self, indices=kept, skipped=skipped, gt_world_T_cam_44=gt_world_T_cam_44)
+        unreadable = {i: reason for i, reason in self.unreadable.items() if i in skipped or i in kept}
+        return replace(
+            self, indices=kept, skipped=skipped, gt_world_T_cam_44=gt_world_T_cam_44, unreadable=unreadable
+        )

@@ -5,7 +5,9 @@ decoder (short gaps are skipped by grabbing), anything else seeks; no frame is k
 long video runs in bounded memory. A frame's index is its position in the video and its
 timestamp is index / frame rate (seconds). A video has no depth and no ground-truth
 poses, and needs the camera intrinsics from `--intrinsics`. Frames past the point where a
-truncated video stops decoding are skipped and listed in `Sequence.skipped`.
+truncated video stops decoding are skipped and listed in `Sequence.skipped`; a frame that
+fails to decode in the middle is found when it is read and skipped like an unreadable image
+(`Sequence.readable_frame`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from mvs.frames import assemble_sequence
 from mvs.intrinsics import HOW_TO_GIVE_INTRINSICS, Calibration
-from mvs.types import Camera, Frame, Sequence
+from mvs.types import Camera, Frame, Sequence, UnreadableFrame
 
 MAX_DECLARED_FRAMES = 10_000_000
 """A larger frame count in a container is not believed: the frames are counted instead."""
@@ -86,7 +88,7 @@ class VideoFrameReader:
         self._next_index = index + 1
         if not ok:
             self._next_index = -1
-            raise ValueError(f"{self.path}: cannot decode frame {index}")
+            raise UnreadableFrame(f"{self.path}: cannot decode frame {index}")
         if image_hw3.shape[:2] != (self.camera.height, self.camera.width):
             raise ValueError(
                 f"{self.path}: frame {index} is {image_hw3.shape[1]}x{image_hw3.shape[0]}, "

@@ -14,6 +14,7 @@ from mvs.config import RunConfig
 from mvs.pipeline import default_out_dir, resolve_sources
 from mvs.run import main
 from mvs.sequences import open_sequence
+from test_corrupt_frames import undecodable_jpeg
 
 
 def run_cli(*args: str) -> int:
@@ -48,6 +49,30 @@ def test_frame_selection_keeps_dataset_indices(small_room, tmp_path):
     np.testing.assert_array_equal(np.loadtxt(out / "trajectory.txt")[:, 0], [5, 10, 15, 20, 25])
 
 
+def test_console_says_in_a_few_lines_what_was_found_and_chosen_and_the_full_configuration_with_verbose(
+    small_room, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    assert run_cli("--sequence", str(small_room), "--out", str(out), "--frames", "0:10", "--voxel-size", "0.05") == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    before_progress = lines[: next(k for k, line in enumerate(lines) if line.startswith("fused "))]
+    assert len(before_progress) < 15, captured.out
+    assert before_progress[0].startswith(f"input:   {small_room} (scannet layout): 10 frames (--frames 0:10) of 160x120")
+    assert "poses:   gt (auto: the sequence has poses); units: metres" in before_progress
+    assert "depth:   sensor (auto: the sequence has sensor depth)" in before_progress
+    assert f"outputs: {out} (the full configuration in config.yaml)" in before_progress
+    assert lines[-2:] == [f"  {out / 'report.json'}", f"  {out / 'report.html'}"]
+    assert "sdf_trunc_voxels" not in captured.out + captured.err
+    assert "sdf_trunc_voxels: 4.0" in (out / "config.yaml").read_text()
+
+    assert run_cli("--sequence", str(small_room), "--out", str(out), "--frames", "0:10", "--voxel-size", "0.05",
+                   "--verbose") == 0
+    verbose = capsys.readouterr().out
+    assert "sdf_trunc_voxels: 4.0" in verbose and verbose.count("\n") > 100
+    assert verbose.startswith((out / "config.yaml").read_text())
+
+
 def test_missing_folder_and_unknown_layout_fail_with_the_path(tmp_path, capsys):
     assert run_cli("--sequence", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o1")) == 2
     assert "nowhere" in capsys.readouterr().err
@@ -64,14 +89,16 @@ def test_bad_pose_file_names_the_file(small_room, tmp_path, capsys):
     assert "3.txt" in capsys.readouterr().err
 
 
-def test_unreadable_image_keeps_what_was_fused_before_it(small_room, tmp_path, capsys):
+def test_too_many_unreadable_images_stop_the_run_keeping_what_was_fused_before_them(small_room, tmp_path, capsys):
     room = shutil.copytree(small_room, tmp_path / "room")
-    (room / "color" / "20.jpg").write_bytes(b"not a jpeg")
+    for index in range(20, 25):  # whole files that fail to decode: found only when read
+        undecodable_jpeg(room / "color" / f"{index}.jpg")
     out = tmp_path / "out"
     assert run_cli("--sequence", str(room), "--out", str(out), "--voxel-size", "0.05") == 2
-    assert "20.jpg" in capsys.readouterr().err
+    assert "5 of 40 selected frames cannot be read" in capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
-    assert report["status"].startswith("failed") and "20.jpg" in report["status"]
+    assert report["status"].startswith("failed") and "24.jpg" in report["status"]
+    assert sorted(report["skipped"]) == ["20", "21", "22", "23", "24"]
     assert report["frames_fused"] == 20
     assert len(o3d.io.read_triangle_mesh(str(out / "mesh.ply")).triangles) > 0
 
