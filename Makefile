@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	  echo 'Install it with: sudo apt-get install libusb-1.0-0  (Debian/Ubuntu), sudo dnf install libusb1 (Fedora)'; \
 	  exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,batch]'
 	@touch $@
 
 run: $(VENV)/.installed
@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q $(ARGS)
 
 $(VENV)/.bench-installed: $(VENV)/.installed
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,batch,bench]'
 	@touch $@
 
 bench: $(VENV)/.bench-installed

@@ -1,0 +1,1 @@
+"""`python -m mvs.batch`: reconstruct many sequences, one Ray task per scene (see README)."""
