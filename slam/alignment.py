@@ -76,6 +76,23 @@ def umeyama_alignment(source_n3: np.ndarray, target_n3: np.ndarray, with_scale: 
     return Similarity(scale, R_33, t_3)
 
 
+def _similarities_of_triples(source_k33: np.ndarray, target_k33: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Umeyama's similarity for each of K triples of pairs at once: scales (K,), rotations
+    (K, 3, 3) and translations (K, 3); the scale is nan for a degenerate (collinear) triple."""
+    source_c_k33 = source_k33 - source_k33.mean(axis=1, keepdims=True)
+    target_c_k33 = target_k33 - target_k33.mean(axis=1, keepdims=True)
+    U_k33, singular_k3, Vt_k33 = np.linalg.svd(np.einsum("kni,knj->kij", target_c_k33, source_c_k33) / 3)
+    sign_k3 = np.ones_like(singular_k3)
+    sign_k3[:, 2] = np.sign(np.linalg.det(U_k33) * np.linalg.det(Vt_k33))
+    R_k33 = U_k33 @ (sign_k3[:, :, None] * Vt_k33)
+    variance_k = np.mean(np.sum(source_c_k33**2, axis=2), axis=1)
+    area_k = np.linalg.norm(np.cross(source_k33[:, 1] - source_k33[:, 0], source_k33[:, 2] - source_k33[:, 0]), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale_k = np.where(area_k > 1e-12, np.sum(singular_k3 * sign_k3, axis=1) / variance_k, np.nan)
+    t_k3 = target_k33.mean(axis=1) - scale_k[:, None] * np.einsum("kij,kj->ki", R_k33, source_k33.mean(axis=1))
+    return scale_k, R_k33, t_k3
+
+
 def ransac_similarity(
     source_n3: np.ndarray,
     target_n3: np.ndarray,
@@ -93,16 +110,12 @@ def ransac_similarity(
     if count < max(3, min_inliers):
         return None
     rng = np.random.default_rng(seed)
-    best_n = np.zeros(count, dtype=bool)
-    for _ in range(iterations):
-        sample_3 = rng.choice(count, 3, replace=False)
-        edges_23 = source_n3[sample_3[1:]] - source_n3[sample_3[0]]
-        if np.linalg.norm(np.cross(edges_23[0], edges_23[1])) < 1e-12:
-            continue
-        similarity = umeyama_alignment(source_n3[sample_3], target_n3[sample_3], with_scale=True)
-        inlier_n = np.linalg.norm(similarity.apply_n3(source_n3) - target_n3, axis=1) < threshold_n
-        if inlier_n.sum() > best_n.sum():
-            best_n = inlier_n
+    sample_k3 = np.stack([rng.choice(count, 3, replace=False) for _ in range(iterations)])
+    scale_k, R_k33, t_k3 = _similarities_of_triples(source_n3[sample_k3], target_n3[sample_k3])
+    mapped_kn3 = scale_k[:, None, None] * np.einsum("kij,nj->kni", R_k33, source_n3) + t_k3[:, None, :]
+    inlier_kn = np.linalg.norm(mapped_kn3 - target_n3, axis=2) < threshold_n
+    inlier_kn[~np.isfinite(scale_k)] = False
+    best_n = inlier_kn[int(np.argmax(inlier_kn.sum(axis=1)))]
     if best_n.sum() < max(3, min_inliers):
         return None
     for _ in range(2):

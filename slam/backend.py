@@ -11,34 +11,8 @@ import numpy as np
 
 from mvs.geometry import project_n2, transform_n3
 from slam.bundle import BundleConfig, ObservedDepth, bundle_adjust
-from slam.klt import KLTConfig, track_points_n2
-from slam.map import Keyframe, SparseMap
+from slam.map import SparseMap, track_into
 from slam.vo_config import VOConfig
-
-
-def track_into(
-    world: SparseMap,
-    kf: Keyframe,
-    ids_n: np.ndarray,
-    source_n: np.ndarray,
-    uv_n2: np.ndarray,
-    projected_n2: np.ndarray,
-    select_n: np.ndarray,
-    radius_px: float,
-    klt: KLTConfig,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The points `ids_n[select_n]` found in `kf`: each tracked by KLT from its pixel
-    `uv_n2` in the keyframe at position `source_n` into `kf`, starting at its projection
-    `projected_n2` there, and kept when it lands within `radius_px` of it. Returns the
-    found ids (F,) and their pixels (F, 2)."""
-    found_ids, found_uv = [np.zeros(0, dtype=np.int64)], [np.zeros((0, 2))]
-    for other in np.unique(source_n[select_n]):
-        from_n = select_n & (source_n == other)
-        tracked_n2, ok_n = track_points_n2(world.keyframes[other].gray_hw, kf.gray_hw, uv_n2[from_n], klt, projected_n2[from_n])
-        ok_n &= np.linalg.norm(tracked_n2 - projected_n2[from_n], axis=1) < radius_px
-        found_ids.append(ids_n[from_n][ok_n])
-        found_uv.append(tracked_n2[ok_n].astype(np.float64))
-    return np.concatenate(found_ids), np.concatenate(found_uv)
 
 
 def window_of(world: SparseMap, piece: int, config: VOConfig) -> tuple[list[int], list[int]]:
@@ -162,7 +136,7 @@ def reassociate(
     width, height = size_wh
     inside_n = (z_n > 0) & np.all(np.isfinite(projected_n2), axis=1)
     inside_n[inside_n] = np.all((projected_n2[inside_n] >= 0) & (projected_n2[inside_n] <= [width - 1, height - 1]), axis=1)
-    kf.add_observations(*track_into(world, kf, ids_n, source_n, uv_n2, projected_n2, inside_n, config.loop_radius_px, config.klt))
+    kf.add_observations(*track_into(world, kf.gray_hw, ids_n, source_n, uv_n2, projected_n2, inside_n, config.loop_radius_px, config.klt))
 
 
 def adjust_piece_globally(

@@ -35,10 +35,11 @@ from tqdm import tqdm
 
 from mvs.geometry import invert_pose_44, project_n2, transform_n3
 from mvs.types import Camera, Sequence
-from slam.backend import adjust_keyframes, adjust_piece_globally, track_into, window_of
+from slam.backend import adjust_keyframes, adjust_piece_globally, window_of
 from slam.features import Describer, Descriptors
 from slam.klt import detect_corners_n2, free_mask_hw, track_points_n2
-from slam.map import Keyframe, SparseMap
+from slam.loop_closure import close_loop, correction_size, detect_loop
+from slam.map import Keyframe, SparseMap, track_into
 from slam.places import PlaceDatabase
 from slam.pnp import solve_pnp
 from slam.relocalise import match_pieces, match_unmapped, relocalise
@@ -126,7 +127,7 @@ class MonocularTracker:
         if self.prev_gray_hw is None:
             self._start_piece(frame_index, gray_hw)
             return
-        uv_n2, ok_n = track_points_n2(self.prev_gray_hw, gray_hw, self.track_uv_n2, self.config.klt)
+        uv_n2, ok_n = track_points_n2(self.prev_gray_hw, gray_hw, self.track_uv_n2, self.config.klt, self._predicted_uv_n2())
         self.track_ids_n = self.track_ids_n[ok_n]
         self.track_uv_n2 = uv_n2[ok_n]
         self.prev_gray_hw = gray_hw
@@ -136,6 +137,25 @@ class MonocularTracker:
             self._abandon_piece()
         else:
             self._try_initialise(frame_index, gray_hw)
+
+    def _predicted_uv_n2(self) -> np.ndarray | None:
+        """Where the tracks should land in the next frame under the constant-velocity motion
+        model (N, 2): map points projected by the predicted pose, the other tracks at the
+        median depth of the last keyframe; None (search from the last positions) before a
+        piece is initialised or when the predicted motion is under `predict_min_px`."""
+        if not self.initialised or len(self.track_ids_n) == 0:
+            return None
+        last_T_next_44 = invert_pose_44(self.velocity_44)
+        has_point_n = self.points.ok_n[self.track_ids_n]
+        last_n3 = np.column_stack([self.track_uv_n2, np.ones(len(self.track_uv_n2))]) @ np.linalg.inv(self.K_33).T
+        last_n3 *= self.map.median_depth(self.keyframes[-1])
+        last_n3[has_point_n] = transform_n3(self.last_cam_T_world_44, self.points.xyz_n3[self.track_ids_n[has_point_n]])
+        predicted_n2, z_n = project_n2(transform_n3(invert_pose_44(last_T_next_44), last_n3), self.K_33)
+        usable_n = (z_n > 0) & np.all(np.isfinite(predicted_n2), axis=1)
+        predicted_n2 = np.where(usable_n[:, None], predicted_n2, self.track_uv_n2)
+        if np.median(np.linalg.norm(predicted_n2 - self.track_uv_n2, axis=1)) < self.config.predict_min_px:
+            return None
+        return predicted_n2
 
     def _start_piece(self, frame_index: int, gray_hw: np.ndarray) -> None:
         """Begin a new map with `frame_index` as the two-view reference frame."""
@@ -328,7 +348,9 @@ class MonocularTracker:
         query = self.describer.describe(gray_hw, corners_n2)
         recent = self.map.piece_positions(self.piece)[-self.config.relocalise.neighbours - 1 :]
         candidates = list(dict.fromkeys(recent[::-1] + self.places.query(gray_hw)))
-        found = relocalise(self.map, self.describer, query, corners_n2, candidates, self.K_33, self.config.relocalise)
+        found = relocalise(
+            self.map, self.describer, query, corners_n2, gray_hw, candidates, self.K_33, self.config.relocalise, self.config.klt
+        )
         if found is None:
             return False
         started = not continuing or found.piece != self.piece
@@ -376,6 +398,8 @@ class MonocularTracker:
         self.frames_since_keyframe = 0
         if any(other.piece != self.piece for other in self.keyframes):
             self._try_merge(len(self.keyframes) - 1)
+        if self.config.loop.enabled:
+            self._try_close_loop(len(self.keyframes) - 1)
 
     def _remember(self, position: int) -> None:
         """Describe the observations of the keyframe at `position` and add it to the places."""
@@ -398,6 +422,7 @@ class MonocularTracker:
         kept_T_moved_44 = np.eye(4)
         kept_T_moved_44[:3, :3], kept_T_moved_44[:3, 3] = similarity.R_33, similarity.t_3
         self.map.transform_piece(moved, similarity.scale, kept_T_moved_44)
+        self._scale_anchors({k: similarity.scale for k in self.map.piece_positions(moved)})
         for other in self.keyframes:
             if other.piece == moved:
                 other.piece = kept
@@ -409,6 +434,28 @@ class MonocularTracker:
         adjust_keyframes(self.map, self.K_33, positions[:2], positions[2:], self.config.global_bundle)
         self.last_cam_T_world_44 = self.keyframes[-1].cam_T_world_44
         self.velocity_44 = np.eye(4)
+
+    def _try_close_loop(self, position: int) -> None:
+        """Correct the drift along a loop that the keyframe at `position` closes, if any."""
+        loop = detect_loop(
+            self.map, self.describer, self.places, position, self.config.loop_min_gap, self.config.loop, self.config.relocalise
+        )
+        if loop is None:
+            return
+        if correction_size(self.map, loop) < self.config.loop.min_correction:
+            self.keyframes[position].add_observations(loop.other_ids_n, loop.uv_n2)
+            return
+        self._scale_anchors(close_loop(self.map, loop, self.config.loop))
+        self.last_cam_T_world_44 = self.keyframes[-1].cam_T_world_44
+        self.velocity_44 = np.eye(4)
+
+    def _scale_anchors(self, scale_of_position: dict[int, float]) -> None:
+        """Frames posed relative to the keyframes whose camera frame changed scale follow it."""
+        for frame_index, (position, kf_T_cam_44) in self.anchors.items():
+            if position in scale_of_position:
+                scaled_44 = kf_T_cam_44.copy()
+                scaled_44[:3, 3] *= scale_of_position[position]
+                self.anchors[frame_index] = (position, scaled_44)
 
     def _sensor_depth_n(self, depth_hw: np.ndarray | None, uv_n2: np.ndarray) -> np.ndarray | None:
         """Sensor depth (N,) in metres at tracking-image pixels (N, 2), or None without a
@@ -448,7 +495,7 @@ class MonocularTracker:
         inside_n &= (pixel_n2[:, 0] >= 0) & (pixel_n2[:, 0] < width) & (pixel_n2[:, 1] >= 0) & (pixel_n2[:, 1] < height)
         inside_n[inside_n] = free_hw[pixel_n2[inside_n, 1], pixel_n2[inside_n, 0]] > 0
         found_ids_n, found_uv_n2 = track_into(
-            self.map, kf, ids_n, source_n, uv_n2, projected_n2, inside_n, config.reacquire_radius_px, config.klt
+            self.map, kf.gray_hw, ids_n, source_n, uv_n2, projected_n2, inside_n, config.reacquire_radius_px, config.klt
         )
         self.track_ids_n = np.concatenate([self.track_ids_n, found_ids_n])
         self.track_uv_n2 = np.concatenate([self.track_uv_n2, found_uv_n2.astype(np.float32)])

@@ -15,6 +15,7 @@ import numpy as np
 
 from mvs.geometry import invert_pose_44, transform_n3
 from slam.features import Descriptors
+from slam.klt import KLTConfig, track_points_n2
 
 
 @dataclass
@@ -147,3 +148,28 @@ class SparseMap:
             piece_T_cam_44 = invert_pose_44(kf.cam_T_world_44)
             piece_T_cam_44[:3, 3] *= scale
             kf.cam_T_world_44 = invert_pose_44(target_T_piece_44 @ piece_T_cam_44)
+
+
+def track_into(
+    world: SparseMap,
+    target_gray_hw: np.ndarray,
+    ids_n: np.ndarray,
+    source_n: np.ndarray,
+    uv_n2: np.ndarray,
+    projected_n2: np.ndarray,
+    select_n: np.ndarray,
+    radius_px: float,
+    klt: KLTConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The points `ids_n[select_n]` found in the image `target_gray_hw` (H, W): each tracked
+    by KLT from its pixel `uv_n2` in the keyframe at position `source_n` (which keeps its
+    image), starting at its projection `projected_n2` in the target, and kept when it lands
+    within `radius_px` of it. Returns the found ids (F,) and their pixels (F, 2)."""
+    found_ids, found_uv = [np.zeros(0, dtype=np.int64)], [np.zeros((0, 2))]
+    for other in np.unique(source_n[select_n]):
+        from_n = select_n & (source_n == other)
+        tracked_n2, ok_n = track_points_n2(world.keyframes[other].gray_hw, target_gray_hw, uv_n2[from_n], klt, projected_n2[from_n])
+        ok_n &= np.linalg.norm(tracked_n2 - projected_n2[from_n], axis=1) < radius_px
+        found_ids.append(ids_n[from_n][ok_n])
+        found_uv.append(tracked_n2[ok_n].astype(np.float64))
+    return np.concatenate(found_ids), np.concatenate(found_uv)

@@ -57,13 +57,16 @@ class PlaceDatabase:
         """Keyframes of `piece` now belong to `new_piece` (after a merge)."""
         self._pieces = [new_piece if p == piece else p for p in self._pieces]
 
-    def query(self, gray_hw: np.ndarray, exclude_piece: int | None = None) -> list[int]:
+    def query(self, gray_hw: np.ndarray, exclude_piece: int | None = None, among: list[int] | None = None) -> list[int]:
         """Positions of the keyframes whose thumbnails correlate best with the image's, best
-        first, at most `candidates`, none of `exclude_piece`."""
+        first, at most `candidates`, none of `exclude_piece`, and only positions in `among`
+        when given."""
         if not self._thumbnails:
             return []
         correlation_k = np.stack(self._thumbnails) @ self.thumbnail_n(gray_hw)
         if exclude_piece is not None:
             correlation_k[np.array(self._pieces) == exclude_piece] = -np.inf
+        if among is not None:
+            correlation_k[~np.isin(self._positions, among)] = -np.inf
         order_k = np.argsort(-correlation_k, kind="stable")[: self.config.candidates]
         return [self._positions[k] for k in order_k if correlation_k[k] >= self.config.min_correlation]

@@ -12,24 +12,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mvs.geometry import transform_n3
+from mvs.geometry import project_n2, transform_n3
 from slam.alignment import Similarity, ransac_similarity
 from slam.features import Describer, Descriptors
-from slam.map import SparseMap
+from slam.klt import KLTConfig
+from slam.map import SparseMap, track_into
 from slam.pnp import solve_pnp
 
 
 @dataclass
 class RelocaliseConfig:
     """neighbours: keyframes on each side of a candidate (in the same piece) matched with it;
-    threshold_px and min_inliers: PnP-RANSAC threshold and the fewest inliers of a pose;
-    merge_min_inliers: the fewest point pairs agreeing on a similarity between two pieces,
-    within merge_threshold_relative times the depth of the target point from its keyframe."""
+    threshold_px and seed_inliers: PnP-RANSAC threshold on the descriptor matches and the
+    fewest inliers of a pose worth refining; search_radius_px: how far from its projection
+    under that pose a map point tracked into the frame may land; refine_threshold_px and
+    min_inliers: PnP threshold on the tracked points and the fewest inliers of a
+    relocalisation; merge_min_inliers: the fewest point pairs agreeing on a similarity
+    between two pieces, within merge_threshold_relative times the depth of the target point
+    from its keyframe."""
 
     neighbours: int = 2
-    threshold_px: float = 3.0
-    min_inliers: int = 25
-    merge_min_inliers: int = 30
+    threshold_px: float = 4.0
+    seed_inliers: int = 10
+    search_radius_px: float = 8.0
+    refine_threshold_px: float = 2.0
+    min_inliers: int = 20
+    merge_min_inliers: int = 20
     merge_threshold_relative: float = 0.05
 
 
@@ -91,29 +99,81 @@ def relocalise(
     describer: Describer,
     query: Descriptors,
     query_uv_n2: np.ndarray,
+    gray_hw: np.ndarray,
     candidates: list[int],
     K_33: np.ndarray,
     config: RelocaliseConfig,
+    klt: KLTConfig,
 ) -> Relocalisation | None:
-    """Pose a frame whose described corners are `query` (rows into `query_uv_n2` (M, 2))
-    against each candidate keyframe position with its neighbours; the pose with the most
-    PnP inliers wins, None when none reaches `min_inliers`."""
+    """Pose the frame (H, W) whose described corners are `query` (rows into `query_uv_n2`
+    (M, 2)) against each candidate keyframe position with its neighbours: PnP on the
+    descriptor matches seeds a pose, which `refine_pose` verifies and refines from the map
+    points tracked into the frame. The pose with the most inliers wins; None when none
+    reaches `min_inliers`."""
     best: Relocalisation | None = None
+    tried: set[tuple[int, ...]] = set()
     for position in candidates:
-        query_k, ids_k = _matched_points(world, describer, query, _neighbourhood(world, position, config.neighbours))
-        if len(query_k) < config.min_inliers:
+        neighbourhood = _neighbourhood(world, position, config.neighbours)
+        if tuple(neighbourhood) in tried:
             continue
+        tried.add(tuple(neighbourhood))
+        query_k, ids_k = _matched_points(world, describer, query, neighbourhood)
         uv_k2 = query_uv_n2[query.rows_n[query_k]].astype(np.float64)
-        pnp = solve_pnp(
+        seed = solve_pnp(
             world.points.xyz_n3[ids_k], uv_k2, K_33, threshold_px=config.threshold_px,
-            min_inliers=config.min_inliers, iterations=300,
+            min_inliers=config.seed_inliers, iterations=300,
         )
-        if pnp is None or (best is not None and pnp.inlier_n.sum() <= len(best.point_ids_n)):
+        if seed is None:
             continue
-        piece = world.keyframes[position].piece
-        unused_k = np.setdiff1d(np.arange(len(query)), query_k[pnp.inlier_n])
-        best = Relocalisation(pnp.cam_T_world_44, piece, position, ids_k[pnp.inlier_n], uv_k2[pnp.inlier_n], unused_k)
+        refined = refine_pose(world, position, seed.cam_T_world_44, gray_hw, K_33, config, klt)
+        if refined is None or (best is not None and refined.inlier_n.sum() <= len(best.point_ids_n)):
+            continue
+        ids_r, uv_r2 = refined.ids_n[refined.inlier_n], refined.uv_n2[refined.inlier_n]
+        unused_k = np.setdiff1d(np.arange(len(query)), query_k[seed.inlier_n])
+        best = Relocalisation(refined.cam_T_world_44, world.keyframes[position].piece, position, ids_r, uv_r2, unused_k)
     return best
+
+
+@dataclass
+class RefinedPose:
+    """A pose cam_T_world_44 (4, 4) from map points ids_n (N,) tracked to pixels uv_n2
+    (N, 2), inlier_n (N,) those that agree with it."""
+
+    cam_T_world_44: np.ndarray
+    ids_n: np.ndarray
+    uv_n2: np.ndarray
+    inlier_n: np.ndarray
+
+
+def refine_pose(
+    world: SparseMap,
+    position: int,
+    cam_T_world_44: np.ndarray,
+    gray_hw: np.ndarray,
+    K_33: np.ndarray,
+    config: RelocaliseConfig,
+    klt: KLTConfig,
+) -> RefinedPose | None:
+    """A frame (H, W) posed near `cam_T_world_44`, re-posed from sub-pixel observations:
+    the map points the keyframe at `position` and its neighbours observe, each tracked by KLT
+    from its observation in the nearest of them that keeps its image into the frame, starting at
+    its projection, and kept within `search_radius_px` of it; then PnP from the given pose
+    with `refine_threshold_px`. None when fewer than `min_inliers` agree: the given pose
+    was wrong, or the frame does not see those points."""
+    sources = [k for k in _neighbourhood(world, position, config.neighbours) if world.keyframes[k].gray_hw is not None]
+    ids_n, source_n, uv_n2 = world.nearest_observations(position, sources)
+    projected_n2, z_n = project_n2(transform_n3(cam_T_world_44, world.points.xyz_n3[ids_n]), K_33)
+    height, width = gray_hw.shape
+    inside_n = (z_n > 0) & np.all(np.isfinite(projected_n2), axis=1)
+    inside_n[inside_n] = np.all((projected_n2[inside_n] >= 0) & (projected_n2[inside_n] <= [width - 1, height - 1]), axis=1)
+    ids_k, uv_k2 = track_into(world, gray_hw, ids_n, source_n, uv_n2, projected_n2, inside_n, config.search_radius_px, klt)
+    pnp = solve_pnp(
+        world.points.xyz_n3[ids_k], uv_k2, K_33, threshold_px=config.refine_threshold_px,
+        min_inliers=config.min_inliers, cam_T_world_guess_44=cam_T_world_44,
+    )
+    if pnp is None:
+        return None
+    return RefinedPose(pnp.cam_T_world_44, ids_k, uv_k2, pnp.inlier_n)
 
 
 def match_unmapped(
@@ -155,11 +215,14 @@ def match_pieces(
     world: SparseMap, describer: Describer, position: int, candidates: list[int], config: RelocaliseConfig
 ) -> PieceMatch | None:
     """The similarity from the piece of the keyframe at `position` to the piece of a candidate
-    keyframe (of another piece), from matches between the map points each observes."""
+    keyframe (another piece, or a distant part of the same one), from matches between the
+    map points each observes (a point matched to itself is left out)."""
     kf = world.keyframes[position]
     query, ids_n = world.described_points(position)
     for other in candidates:
         query_k, other_ids_k = _matched_points(world, describer, query, _neighbourhood(world, other, config.neighbours))
+        distinct_k = ids_n[query_k] != other_ids_k
+        query_k, other_ids_k = query_k[distinct_k], other_ids_k[distinct_k]
         if len(query_k) < config.merge_min_inliers:
             continue
         other_kf = world.keyframes[other]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from slam.bundle import BundleConfig
 from slam.features import DescriptorConfig
 from slam.klt import KLTConfig
+from slam.loop_closure import LoopConfig
 from slam.places import PlaceConfig
 from slam.relocalise import RelocaliseConfig
 
@@ -39,7 +40,11 @@ class VOConfig:
     projection. descriptors, places, relocalise: the descriptors of keyframe observations,
     the place recognition and the relocaliser that pose a frame KLT could not (wide-baseline
     association, recovery after tracking is lost, merging of pieces); a frame to relocalise
-    is described at up to `relocalise_corners` corners.
+    is described at up to `relocalise_corners` corners. predict_min_px: KLT starts each
+    track at its position predicted by the constant-velocity motion model when that moves
+    the tracks by this much (median), which keeps large motions within its search. loop:
+    each new keyframe looks for a part of its piece more than `loop_min_gap` keyframes
+    older and corrects the drift between the two (`slam/loop_closure.py`).
     """
 
     max_width: int = 640
@@ -74,3 +79,5 @@ class VOConfig:
     places: PlaceConfig = field(default_factory=PlaceConfig)
     relocalise: RelocaliseConfig = field(default_factory=RelocaliseConfig)
     relocalise_corners: int = 600
+    predict_min_px: float = 2.0
+    loop: LoopConfig = field(default_factory=LoopConfig)

@@ -1,0 +1,108 @@
+"""Loop closure: a keyframe that sees a distant part of its own piece corrects the drift
+between the two through a Sim(3) pose graph.
+
+Detection uses the same place recognition and point matching as merging: candidates are the
+piece's keyframes more than `min_gap` keyframes older than the new one, and the similarity
+from the new keyframe's map points to the old keyframes' points is found by RANSAC. When
+that similarity moves the new keyframe by more than `min_correction` (of its scene depth,
+or in scale, or in radians), the keyframes after the old one are corrected by the pose graph
+(`slam/pose_graph.py`): the chain of keyframes as it is, plus the loop. Every map point
+moves with the keyframe it was born at. The matched old points then join the new keyframe's
+observations, so the global adjustment ties both ends of the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from mvs.geometry import invert_pose_44, transform_n3
+from slam.features import Describer
+from slam.map import SparseMap
+from slam.places import PlaceDatabase
+from slam.pose_graph import PoseGraphConfig, SimilarityEdge, optimise_pose_graph, scale_of, similarity_44
+from slam.relocalise import PieceMatch, RelocaliseConfig, match_pieces
+from slam.trajectory import rotation_angle_deg
+
+
+@dataclass
+class LoopConfig:
+    """enabled: look for loops at every keyframe; min_inliers: the fewest point pairs agreeing
+    on the loop's similarity; min_correction: the smallest correction worth a pose graph
+    (relative translation over the scene depth, relative scale, or radians); pose_graph: its
+    solver."""
+
+    enabled: bool = True
+    min_inliers: int = 40
+    min_correction: float = 0.01
+    pose_graph: PoseGraphConfig = field(default_factory=PoseGraphConfig)
+
+
+def detect_loop(
+    world: SparseMap,
+    describer: Describer,
+    places: PlaceDatabase,
+    position: int,
+    min_gap: int,
+    config: LoopConfig,
+    relocalise_config: RelocaliseConfig,
+) -> PieceMatch | None:
+    """Where the keyframe at `position` sees a part of its piece more than `min_gap`
+    keyframes older: the match to it, or None."""
+    kf = world.keyframes[position]
+    positions = world.piece_positions(kf.piece)
+    old = positions[: max(0, len(positions) - 1 - min_gap)]
+    if not old or kf.gray_hw is None:
+        return None
+    candidates = places.query(kf.gray_hw, among=old)
+    return match_pieces(world, describer, position, candidates, replace(relocalise_config, merge_min_inliers=config.min_inliers))
+
+
+def correction_size(world: SparseMap, loop: PieceMatch) -> float:
+    """How far the loop's similarity moves the new keyframe: the largest of its translation
+    over the keyframe's median scene depth, its relative scale change, and its rotation (rad)."""
+    kf = world.keyframes[loop.position]
+    similarity = loop.other_T_piece
+    world_T_kf_44 = invert_pose_44(kf.cam_T_world_44)
+    moved_3 = similarity.apply_n3(world_T_kf_44[None, :3, 3])[0] - world_T_kf_44[:3, 3]
+    return max(
+        float(np.linalg.norm(moved_3)) / world.median_depth(kf),
+        abs(np.log(similarity.scale)),
+        np.deg2rad(rotation_angle_deg(similarity.R_33)),
+    )
+
+
+def close_loop(world: SparseMap, loop: PieceMatch, config: LoopConfig) -> dict[int, float]:
+    """Correct the keyframes of the loop's piece after its old end by the pose graph, move
+    their points with them, and add the matched old points to the new keyframe's
+    observations. Returns the scale change of every corrected keyframe's camera frame by
+    position (what frames posed relative to it must multiply their translations by)."""
+    kf = world.keyframes[loop.position]
+    positions = world.piece_positions(kf.piece)
+    node_of = {position: node for node, position in enumerate(positions)}
+    world_T_node_n44 = np.stack([invert_pose_44(world.keyframes[k].cam_T_world_44) for k in positions])
+    edges = [
+        SimilarityEdge(node, node + 1, np.linalg.inv(world_T_node_n44[node]) @ world_T_node_n44[node + 1])
+        for node in range(len(positions) - 1)
+    ]
+    similarity = loop.other_T_piece
+    loop_T_world_44 = similarity_44(similarity.R_33, similarity.t_3, similarity.scale)
+    old, new = node_of[loop.other_position], node_of[loop.position]
+    edges.append(SimilarityEdge(old, new, np.linalg.inv(world_T_node_n44[old]) @ loop_T_world_44 @ world_T_node_n44[new]))
+    fixed_n = np.arange(len(positions)) <= old
+    corrected_n44 = optimise_pose_graph(world_T_node_n44, edges, fixed_n, config.pose_graph)
+    scales = {}
+    birth_n = world.points.birth_kf_n[: len(world.points.ok_n)]
+    for node in np.flatnonzero(~fixed_n):
+        position = positions[node]
+        correction_44 = corrected_n44[node] @ np.linalg.inv(world_T_node_n44[node])
+        ids_n = np.flatnonzero((birth_n == position) & world.points.ok_n)
+        world.points.xyz_n3[ids_n] = transform_n3(correction_44, world.points.xyz_n3[ids_n])
+        scale = scale_of(corrected_n44[node])
+        world_T_kf_44 = corrected_n44[node].copy()
+        world_T_kf_44[:3, :3] /= scale
+        world.keyframes[position].cam_T_world_44 = invert_pose_44(world_T_kf_44)
+        scales[position] = scale
+    kf.add_observations(loop.other_ids_n, loop.uv_n2)
+    return scales
