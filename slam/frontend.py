@@ -27,7 +27,7 @@ reported, not posed. Poses are in "tracking units": a piece's first map has medi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -37,13 +37,14 @@ from mvs.geometry import invert_pose_44, project_n2, transform_n3
 from mvs.types import Camera, Sequence
 from slam.backend import adjust_keyframes, adjust_piece_globally, window_of
 from slam.features import Describer, Descriptors
-from slam.klt import detect_corners_n2, free_mask_hw, track_points_n2
+from slam.klt import detect_corners_n2, track_points_n2
 from slam.loop_closure import close_loop, correction_size, detect_loop
-from slam.map import Keyframe, SparseMap, track_into
+from slam.map import Keyframe, SparseMap, reacquire, sensor_depth_n
+from slam.pieces import Run, TrackingHistory, main_map_result
 from slam.places import PlaceDatabase
 from slam.pnp import solve_pnp
 from slam.relocalise import match_pieces, match_unmapped, relocalise
-from slam.result import TRACKING_UNITS, TrackedPiece, TrackingFailed, TrackingResult
+from slam.result import TrackingFailed, TrackingResult
 from slam.trajectory import rotation_angle_deg
 from slam.twoview import checked_triangulation, initialise_two_view
 from slam.vo_config import VOConfig
@@ -58,16 +59,6 @@ class _PendingFrame:
     frame_index: int
     track_ids_n: np.ndarray
     uv_n2: np.ndarray
-
-
-@dataclass
-class _Run:
-    """Frames tracked without a break, from `first_frame`, which started them by `how`
-    ("initialised" or "relocalised") in `piece` (the piece's id at that time)."""
-
-    first_frame: int
-    how: str
-    piece: int
 
 
 class MonocularTracker:
@@ -85,11 +76,7 @@ class MonocularTracker:
         self.map = SparseMap()
         self.describer = Describer(self.config.descriptors)
         self.places = PlaceDatabase(self.config.places)
-        self.anchors: dict[int, tuple[int, np.ndarray]] = {}
-        self.lost: list[int] = []
-        self.frame_order: list[int] = []
-        self.runs: list[_Run] = []
-        self.merged_into: dict[int, int] = {}
+        self.history = TrackingHistory(anchors={}, lost=[], frame_order=[], runs=[], merged_into={})
         self.piece = -1
         self.next_piece = 0
         self.initialised = False
@@ -120,7 +107,7 @@ class MonocularTracker:
         """Track one RGB uint8 frame (H, W, 3) of the sequence camera's size, with its
         sensor depth (H, W) in metres (0 invalid) when the global adjustment should use it."""
         self.depth_hw = depth_hw
-        self.frame_order.append(frame_index)
+        self.history.frame_order.append(frame_index)
         gray_hw = cv2.cvtColor(image_hw3, cv2.COLOR_RGB2GRAY)
         if gray_hw.shape[1] != self.tracking_size_wh[0]:
             gray_hw = cv2.resize(gray_hw, self.tracking_size_wh, interpolation=cv2.INTER_AREA)
@@ -187,8 +174,8 @@ class MonocularTracker:
 
     def _abandon_piece(self) -> None:
         """The reference and pending frames of a piece that never initialised are lost."""
-        self.lost.append(self.reference_index)
-        self.lost.extend(p.frame_index for p in self.pending)
+        self.history.lost.append(self.reference_index)
+        self.history.lost.extend(p.frame_index for p in self.pending)
         self.pending = []
 
     # ---------------------------------------------------------- initialisation
@@ -255,11 +242,11 @@ class MonocularTracker:
         self.keyframes.append(
             Keyframe(frame_index, b_T_a_44, ids_n.copy(), self.track_uv_n2.astype(np.float64), all_n.copy(), gray_hw, self.piece)
         )
-        self.runs.append(_Run(self.reference_index, "initialised", self.piece))
+        self.history.runs.append(Run(self.reference_index, "initialised", self.piece))
         self._local_bundle_adjustment()
         self._normalise_piece_scale(first_kf)
-        self.anchors[self.reference_index] = (first_kf, np.eye(4))
-        self.anchors[frame_index] = (first_kf + 1, np.eye(4))
+        self.history.anchors[self.reference_index] = (first_kf, np.eye(4))
+        self.history.anchors[frame_index] = (first_kf + 1, np.eye(4))
         for pending in self.pending[:-1]:
             self._pose_pending_frame(pending, first_kf)
         self.pending = []
@@ -287,10 +274,10 @@ class MonocularTracker:
             cam_T_world_guess_44=self.keyframes[first_kf].cam_T_world_44,
         )
         if pnp is None:
-            self.lost.append(pending.frame_index)
+            self.history.lost.append(pending.frame_index)
             return
         kf_T_cam_44 = self.keyframes[first_kf].cam_T_world_44 @ invert_pose_44(pnp.cam_T_world_44)
-        self.anchors[pending.frame_index] = (first_kf, kf_T_cam_44)
+        self.history.anchors[pending.frame_index] = (first_kf, kf_T_cam_44)
 
     # ---------------------------------------------------------------- tracking
     def _track(self, frame_index: int, gray_hw: np.ndarray) -> None:
@@ -323,7 +310,7 @@ class MonocularTracker:
             self._insert_keyframe(frame_index, gray_hw, cam_T_world_44)
         else:
             kf = self.keyframes[-1]
-            self.anchors[frame_index] = (len(self.keyframes) - 1, kf.cam_T_world_44 @ invert_pose_44(cam_T_world_44))
+            self.history.anchors[frame_index] = (len(self.keyframes) - 1, kf.cam_T_world_44 @ invert_pose_44(cam_T_world_44))
 
     def _insert_keyframe(self, frame_index: int, gray_hw: np.ndarray, cam_T_world_44: np.ndarray) -> None:
         """The frame (posed at `cam_T_world_44`, observing the current tracks) joins the map."""
@@ -331,7 +318,7 @@ class MonocularTracker:
         kf = Keyframe(frame_index, cam_T_world_44, self.track_ids_n.copy(), self.track_uv_n2.astype(np.float64),
                       np.ones(n, dtype=bool), gray_hw, self.piece)
         self.keyframes.append(kf)
-        self.anchors[frame_index] = (len(self.keyframes) - 1, np.eye(4))
+        self.history.anchors[frame_index] = (len(self.keyframes) - 1, np.eye(4))
         self._reacquire(kf)
         self._triangulate(kf)
         self._local_bundle_adjustment()
@@ -364,7 +351,7 @@ class MonocularTracker:
         self.velocity_44 = np.eye(4)
         self.last_cam_T_world_44 = found.cam_T_world_44
         if started:
-            self.runs.append(_Run(frame_index, "relocalised", self.piece))
+            self.history.runs.append(Run(frame_index, "relocalised", self.piece))
         self._insert_keyframe(frame_index, gray_hw, found.cam_T_world_44)
         return True
 
@@ -427,7 +414,7 @@ class MonocularTracker:
             if other.piece == moved:
                 other.piece = kept
         self.places.relabel(moved, kept)
-        self.merged_into[moved] = kept
+        self.history.merged_into[moved] = kept
         kf.add_observations(found.other_ids_n, found.uv_n2)
         self.piece = kept
         positions = self.map.piece_positions(kept)
@@ -451,51 +438,26 @@ class MonocularTracker:
 
     def _scale_anchors(self, scale_of_position: dict[int, float]) -> None:
         """Frames posed relative to the keyframes whose camera frame changed scale follow it."""
-        for frame_index, (position, kf_T_cam_44) in self.anchors.items():
+        for frame_index, (position, kf_T_cam_44) in self.history.anchors.items():
             if position in scale_of_position:
                 scaled_44 = kf_T_cam_44.copy()
                 scaled_44[:3, 3] *= scale_of_position[position]
-                self.anchors[frame_index] = (position, scaled_44)
+                self.history.anchors[frame_index] = (position, scaled_44)
 
     def _sensor_depth_n(self, depth_hw: np.ndarray | None, uv_n2: np.ndarray) -> np.ndarray | None:
-        """Sensor depth (N,) in metres at tracking-image pixels (N, 2), or None without a
-        depth map: the nearest depth pixel's value where its 3x3 neighbourhood is valid and
-        spreads by at most `depth_max_spread` of it (corners often sit on depth edges,
-        where the nearest pixel may belong to either side); nan elsewhere."""
+        """Sensor depth (N,) in metres at tracking-image pixels (N, 2), or None without a depth map."""
         if depth_hw is None:
             return None
-        height, width = depth_hw.shape
-        scale = width / self.tracking_size_wh[0]
-        pixel_n2 = np.rint((uv_n2 + 0.5) * scale - 0.5).astype(np.int64)
-        inside_n = np.all((pixel_n2 >= 1) & (pixel_n2 < np.array([width - 1, height - 1])), axis=1)
-        dy_33, dx_33 = np.meshgrid(np.arange(-1, 2), np.arange(-1, 2), indexing="ij")
-        patch_n9 = depth_hw[pixel_n2[inside_n, 1, None] + dy_33.ravel(), pixel_n2[inside_n, 0, None] + dx_33.ravel()]
-        centre_n = depth_hw[pixel_n2[inside_n, 1], pixel_n2[inside_n, 0]]
-        flat_n = (patch_n9.min(axis=1) > 0) & (np.ptp(patch_n9, axis=1) <= self.config.depth_max_spread * centre_n)
-        depth_n = np.full(len(uv_n2), np.nan)
-        depth_n[np.flatnonzero(inside_n)[flat_n]] = centre_n[flat_n]
-        return depth_n
+        return sensor_depth_n(depth_hw, uv_n2, depth_hw.shape[1] / self.tracking_size_wh[0], self.config.depth_max_spread)
 
     def _reacquire(self, kf: Keyframe) -> None:
-        """Re-find map points of the piece's recent keyframes that are no longer tracked: each
-        is tracked by KLT from its latest keyframe observation into the new keyframe, starting
-        at its projection, and kept when it lands within `reacquire_radius_px` of it."""
+        """Re-find map points of the piece's recent keyframes that are no longer tracked in the
+        new keyframe `kf` (`slam/map.py`, `reacquire`); they are tracked from now on."""
         config = self.config
         position = len(self.keyframes) - 1
         sources = [k for k in self.map.piece_positions(self.piece)[-config.reacquire_keyframes - 1 :] if k != position]
-        sources = [k for k in sources if self.keyframes[k].gray_hw is not None]
-        ids_n, source_n, uv_n2 = self.map.nearest_observations(position, sources)
-        untracked_n = ~np.isin(ids_n, self.track_ids_n)
-        ids_n, source_n, uv_n2 = ids_n[untracked_n], source_n[untracked_n], uv_n2[untracked_n]
-        projected_n2, z_n = project_n2(transform_n3(kf.cam_T_world_44, self.points.xyz_n3[ids_n]), self.K_33)
-        free_hw = free_mask_hw(kf.gray_hw.shape, self.track_uv_n2, config.klt)
-        inside_n = (z_n > 0) & np.all(np.isfinite(projected_n2), axis=1)
-        pixel_n2 = np.where(inside_n[:, None], np.rint(projected_n2), 0).astype(np.int64)
-        height, width = free_hw.shape
-        inside_n &= (pixel_n2[:, 0] >= 0) & (pixel_n2[:, 0] < width) & (pixel_n2[:, 1] >= 0) & (pixel_n2[:, 1] < height)
-        inside_n[inside_n] = free_hw[pixel_n2[inside_n, 1], pixel_n2[inside_n, 0]] > 0
-        found_ids_n, found_uv_n2 = track_into(
-            self.map, kf.gray_hw, ids_n, source_n, uv_n2, projected_n2, inside_n, config.reacquire_radius_px, config.klt
+        found_ids_n, found_uv_n2 = reacquire(
+            self.map, position, sources, self.track_ids_n, self.track_uv_n2, self.K_33, config.reacquire_radius_px, config.klt
         )
         self.track_ids_n = np.concatenate([self.track_ids_n, found_ids_n])
         self.track_uv_n2 = np.concatenate([self.track_uv_n2, found_uv_n2.astype(np.float32)])
@@ -543,61 +505,12 @@ class MonocularTracker:
 
     # ------------------------------------------------------------------ result
     def result(self) -> TrackingResult:
-        """Poses of the frames posed in the main map so far (the piece that posed the most
-        frames), its sparse map (tracking units), and every tracked piece."""
-        piece_of_frame = {index: self.keyframes[position].piece for index, (position, _) in self.anchors.items()}
-        counts = np.bincount(list(piece_of_frame.values()), minlength=max(self.next_piece, 1))
-        main = int(np.argmax(counts)) if piece_of_frame else -1
-        world_T_cam_44 = {}
-        for frame_index, (position, kf_T_cam_44) in self.anchors.items():
-            if piece_of_frame[frame_index] == main:
-                world_T_cam_44[frame_index] = invert_pose_44(self.keyframes[position].cam_T_world_44) @ kf_T_cam_44
-        unjoined = sorted(set(self.anchors) - set(world_T_cam_44))
-        lost = list(self.lost)
+        """Poses of the frames posed in the main map so far, its sparse map (tracking units),
+        and every run of tracked frames (`slam/pieces.py`)."""
+        lost = list(self.history.lost)
         if not self.initialised and self.reference_index >= 0:
             lost += [self.reference_index] + [p.frame_index for p in self.pending]
-        main_kfs = [kf for kf in self.keyframes if kf.piece == main]
-        ok_ids_n = self.map.observed_point_ids_n([k for k, kf in enumerate(self.keyframes) if kf.piece == main])
-        row_of_id_n = np.full(self.next_track_id, -1, dtype=np.int64)
-        row_of_id_n[ok_ids_n] = np.arange(len(ok_ids_n))
-        keyframe_point_ids = {}
-        depths = [np.zeros(0)]
-        for kf in main_kfs:
-            ids_n = self.map.point_ids_n(kf)
-            keyframe_point_ids[kf.frame_index] = row_of_id_n[ids_n]
-            depths.append(transform_n3(kf.cam_T_world_44, self.points.xyz_n3[ids_n])[:, 2])
-        depth_n = np.concatenate(depths)
-        return TrackingResult(
-            world_T_cam_44=dict(sorted(world_T_cam_44.items())),
-            lost=sorted(set(lost) - set(self.anchors)),
-            map_points_n3=self.points.xyz_n3[ok_ids_n].copy(),
-            median_depth=float(np.median(depth_n[depth_n > 0])) if np.any(depth_n > 0) else 0.0,
-            scale=TRACKING_UNITS,
-            keyframe_point_ids=keyframe_point_ids,
-            unjoined=unjoined,
-            pieces=self._pieces(piece_of_frame, main),
-        )
-
-    def _pieces(self, piece_of_frame: dict[int, int], main: int) -> list[TrackedPiece]:
-        """The runs of frames tracked without a break, in playback order, and how each
-        joined the main map: it started it ("main"), was relocalised in it ("relocalised"),
-        started a piece later merged with it ("merged"), or "not joined"."""
-        starts = {run.first_frame: run for run in self.runs}
-        pieces: list[TrackedPiece] = []
-        for index in self.frame_order:
-            if index in starts:
-                run = starts[index]
-                if piece_of_frame.get(index, -1) != main:
-                    joined = "not joined"
-                elif run.how == "relocalised":
-                    joined = "relocalised"
-                else:
-                    joined = "merged" if run.piece in self.merged_into else "main"
-                pieces.append(TrackedPiece(index, index, 0, joined))
-            if pieces and index in piece_of_frame:
-                pieces[-1].last = index
-                pieces[-1].frames += 1
-        return pieces
+        return main_map_result(self.map, replace(self.history, lost=lost))
 
 
 def track_sequence(

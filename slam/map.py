@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mvs.geometry import invert_pose_44, transform_n3
+from mvs.geometry import invert_pose_44, project_n2, transform_n3
 from slam.features import Descriptors
-from slam.klt import KLTConfig, track_points_n2
+from slam.klt import KLTConfig, free_mask_hw, track_points_n2
 
 
 @dataclass
@@ -173,3 +173,51 @@ def track_into(
         found_ids.append(ids_n[from_n][ok_n])
         found_uv.append(tracked_n2[ok_n].astype(np.float64))
     return np.concatenate(found_ids), np.concatenate(found_uv)
+
+
+def reacquire(
+    world: SparseMap,
+    position: int,
+    sources: list[int],
+    tracked_ids_n: np.ndarray,
+    tracked_uv_n2: np.ndarray,
+    K_33: np.ndarray,
+    radius_px: float,
+    klt: KLTConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map points of the keyframes at `sources` (those that keep their image) that the
+    keyframe at `position` does not track (`tracked_ids_n` (T,) at `tracked_uv_n2` (T, 2)):
+    each projected into it, and where it falls in front of the camera, inside the image and
+    away from the tracked corners, tracked by KLT from its latest observation (`track_into`).
+    Returns the found ids (F,) and their pixels (F, 2)."""
+    kf = world.keyframes[position]
+    sources = [k for k in sources if world.keyframes[k].gray_hw is not None]
+    ids_n, source_n, uv_n2 = world.nearest_observations(position, sources)
+    untracked_n = ~np.isin(ids_n, tracked_ids_n)
+    ids_n, source_n, uv_n2 = ids_n[untracked_n], source_n[untracked_n], uv_n2[untracked_n]
+    projected_n2, z_n = project_n2(transform_n3(kf.cam_T_world_44, world.points.xyz_n3[ids_n]), K_33)
+    free_hw = free_mask_hw(kf.gray_hw.shape, tracked_uv_n2, klt)
+    inside_n = (z_n > 0) & np.all(np.isfinite(projected_n2), axis=1)
+    pixel_n2 = np.where(inside_n[:, None], np.rint(projected_n2), 0).astype(np.int64)
+    height, width = free_hw.shape
+    inside_n &= (pixel_n2[:, 0] >= 0) & (pixel_n2[:, 0] < width) & (pixel_n2[:, 1] >= 0) & (pixel_n2[:, 1] < height)
+    inside_n[inside_n] = free_hw[pixel_n2[inside_n, 1], pixel_n2[inside_n, 0]] > 0
+    return track_into(world, kf.gray_hw, ids_n, source_n, uv_n2, projected_n2, inside_n, radius_px, klt)
+
+
+def sensor_depth_n(depth_hw: np.ndarray, uv_n2: np.ndarray, scale: float, max_spread: float) -> np.ndarray:
+    """Sensor depth (N,) in metres at tracking-image pixels `uv_n2` (N, 2), which are `scale`
+    times smaller than the depth map (H, W) (metres, 0 invalid): the nearest depth pixel's
+    value where its 3x3 neighbourhood is valid and spreads by at most `max_spread` of it
+    (corners often sit on depth edges, where the nearest pixel may belong to either side);
+    nan elsewhere."""
+    height, width = depth_hw.shape
+    pixel_n2 = np.rint((uv_n2 + 0.5) * scale - 0.5).astype(np.int64)
+    inside_n = np.all((pixel_n2 >= 1) & (pixel_n2 < np.array([width - 1, height - 1])), axis=1)
+    dy_33, dx_33 = np.meshgrid(np.arange(-1, 2), np.arange(-1, 2), indexing="ij")
+    patch_n9 = depth_hw[pixel_n2[inside_n, 1, None] + dy_33.ravel(), pixel_n2[inside_n, 0, None] + dx_33.ravel()]
+    centre_n = depth_hw[pixel_n2[inside_n, 1], pixel_n2[inside_n, 0]]
+    flat_n = (patch_n9.min(axis=1) > 0) & (np.ptp(patch_n9, axis=1) <= max_spread * centre_n)
+    depth_n = np.full(len(uv_n2), np.nan)
+    depth_n[np.flatnonzero(inside_n)[flat_n]] = centre_n[flat_n]
+    return depth_n
