@@ -29,7 +29,7 @@ class SequenceConfig:
     """Which frames to read. `frames` is START:STOP:STEP over dataset frame indices.
 
     `intrinsics` overrides the colour camera of the sequence: "fx,fy,cx,cy" (pixels at
-    the input's resolution) or a calibration YAML file (see mvs/intrinsics.py); "" keeps
+    the input's resolution) or a calibration YAML file (see mvs/io/intrinsics.py); "" keeps
     the layout's own. Videos and image folders without K.txt need it.
     """
 
@@ -131,8 +131,25 @@ class ReportConfig:
 
 
 @dataclass
+class Setting:
+    """A setting chosen other than by its default: the dotted `key` of a `RunConfig` field
+    ("fusion.depth_max"), its `value`, who chose it (`source`: the `input`, the `config`
+    file or a `flag`) and why (`reason`: for a config file, its path)."""
+
+    key: str
+    value: Any
+    source: str
+    reason: str
+
+
+@dataclass
 class RunConfig:
-    """Everything `python -m mvs.run` needs; saved as `config.yaml` next to the outputs."""
+    """Everything `python -m mvs.run` needs; saved as `config.yaml` next to the outputs.
+
+    `settings` records what was chosen other than by default and why: the `--config` file's
+    and the flags' keys (`mvs.run.build_config`), then what the input chose for the others
+    (`mvs.io.settings`). The input chooses no key that is listed already.
+    """
 
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -141,6 +158,7 @@ class RunConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     out: str = ""
     device: str = "auto"
+    settings: list[Setting] = field(default_factory=list, metadata={"item": Setting})
 
 
 def update_dataclass(obj: Any, values: dict[str, Any], source: str) -> None:
@@ -150,12 +168,35 @@ def update_dataclass(obj: Any, values: dict[str, Any], source: str) -> None:
         if key not in names:
             raise ValueError(f"{source}: unknown key '{key}'; expected one of {sorted(names)}")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        item_type = names[key].metadata.get("item")
+        if item_type is not None:
+            setattr(obj, key, _dataclass_items(item_type, value, f"{source}:{key}"))
+        elif dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ValueError(f"{source}: '{key}' must be a mapping, got {value!r}")
             update_dataclass(current, value, f"{source}:{key}")
         else:
             setattr(obj, key, type(current)(value) if current is not None else value)
+
+
+def _dataclass_items(item_type: type, values: Any, source: str) -> list[Any]:
+    """A list of `item_type` from a list of mappings of its fields; errors name `source`."""
+    fields = sorted(f.name for f in dataclasses.fields(item_type))
+    if not isinstance(values, list) or not all(isinstance(v, dict) and sorted(v) == fields for v in values):
+        raise ValueError(f"{source}: expected a list of mappings with the keys {fields}, got {values!r}")
+    return [item_type(**v) for v in values]
+
+
+def flat_keys(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The leaves of nested mappings by dotted key: {"fusion": {"depth_max": 4}} gives
+    {"fusion.depth_max": 4}."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

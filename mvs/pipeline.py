@@ -16,19 +16,21 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from fusion.consistency import EstimatedDepth, filter_consistent
 from fusion.export import write_depth_png, write_json_atomic, write_ply, write_text_atomic
 from fusion.tsdf import TSDFVolume
-from mvs.config import DepthConfig, FusionConfig, RunConfig, TrackingConfig, to_yaml
+from mvs.config import DepthConfig, FusionConfig, RunConfig, Setting, TrackingConfig, to_yaml
 from mvs.depth import ClassicDepthEstimator, DepthEstimator, LearnedDepthEstimator
 from mvs.geometry import invert_pose_44
-from mvs.intrinsics import parse_intrinsics
 from mvs.io.export import write_interop
 from mvs.io.imported_poses import colmap_sfm_poses, imported_poses
+from mvs.io.intrinsics import parse_intrinsics
+from mvs.io.layout import open_sequence
+from mvs.io.settings import describe_capture, with_input_settings
 from mvs.report import write_report_html
-from mvs.sequences import open_sequence
 from mvs.types import Camera, Frame, Sequence
 from slam.frontend import track_sequence
 from slam.keyframes import KeyframeSelection, select_keyframes
@@ -65,7 +67,8 @@ class DepthMap:
 @dataclass
 class RunReport:
     """What a run did: saved as `report.json` next to the outputs; `camera` is the colour
-    camera of every pose and depth map (the viewer draws frustums with it); `tracking_pieces`
+    camera of every pose and depth map (the viewer draws frustums with it); `settings` what
+    was chosen other than by default and why (as in config.yaml); `tracking_pieces`
     the runs of tracked frames and how each joined the main map (monocular tracking)."""
 
     sequence: str
@@ -75,6 +78,7 @@ class RunReport:
     units: str
     frames_selected: int
     camera: Camera | None = None
+    settings: list[Setting] = field(default_factory=list)
     frames_posed: int = 0
     keyframes: int = 0
     depth_maps: int = 0
@@ -146,7 +150,7 @@ def describe_run(requested: RunConfig, config: RunConfig, sequence: Sequence, ou
     lines = [
         f"input:   {sequence.root} ({sequence.layout} layout): {len(sequence)} frames{selection} of "
         f"{camera.width}x{camera.height}, fx {camera.fx:.1f} fy {camera.fy:.1f}; "
-        f"sensor depth: {yes_no[sequence.has_depth]}, poses: {yes_no[sequence.has_poses]}"
+        f"sensor depth: {describe_capture(sequence)}, poses: {yes_no[sequence.has_poses]}"
     ]
     if sequence.skipped:
         lines.append(
@@ -171,6 +175,7 @@ def describe_run(requested: RunConfig, config: RunConfig, sequence: Sequence, ou
             f"depth:   {depth.source}{why_depth}: keyframes {depth.keyframes}, "
             f"at {depth.working_width}x{depth.working_height}, {model}"
         )
+    lines.append(describe_settings(config))
     fusion = fusion_config(config)
     lines += [
         f"fusion:  TSDF voxels of {fusion.voxel_size:g} m, truncation {fusion.sdf_trunc_voxels:g} voxels, "
@@ -178,6 +183,23 @@ def describe_run(requested: RunConfig, config: RunConfig, sequence: Sequence, ou
         f"outputs: {out_dir} (the full configuration in config.yaml)",
     ]
     return "\n".join(lines)
+
+
+def describe_settings(config: RunConfig) -> str:
+    """One line: the settings the input chose (their reasons are in config.yaml and
+    report.json), and how many the --config file and the flags set."""
+    chosen = [s for s in config.settings if s.source == "input"]
+    words = ", ".join(f"{s.key} {yaml_scalar(s.value)}" for s in chosen)
+    line = f"settings: from the input: {words} (reasons in config.yaml)" if chosen else "settings: the defaults"
+    by_user = [f"{sum(s.source == source for s in config.settings)} from {name}"
+               for source, name in (("config", "--config"), ("flag", "flags"))
+               if any(s.source == source for s in config.settings)]
+    return f"{line}; {', '.join(by_user)}" if by_user else line
+
+
+def yaml_scalar(value: object) -> str:
+    """`value` as YAML writes it, on one line: true, 4.0, [6, 3, 1]."""
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
 
 
 def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult:
@@ -199,7 +221,10 @@ def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult
     if config.poses == "rgbd":
         if not sequence.has_depth:
             raise ValueError(f"{sequence.root}: --poses rgbd needs sensor depth and this sequence has none")
-        return track_rgbd_sequence(sequence, config.rgbd)
+        if config.rgbd.tracker != "map":
+            return track_rgbd_sequence(sequence, config.rgbd)
+        result = track_sequence(sequence, replace(config.vo, lift_depth=True), use_depth=True)
+        return scale_from_sensor(result, sequence, config.sensor_scale)
     if config.poses == "import":
         result = imported_poses(sequence, config.pose_file, config.scale)
     elif config.poses == "colmap":
@@ -404,7 +429,7 @@ def run(config: RunConfig, verbose: bool = False) -> RunReport:
     out_dir = output_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     sequence = load_sequence(config)
-    requested, config = config, resolve_sources(config, sequence)
+    requested, config = config, with_input_settings(resolve_sources(config, sequence), sequence)
     write_text_atomic(out_dir / "config.yaml", to_yaml(config))
     if verbose:
         print(to_yaml(config), end="")
@@ -417,6 +442,7 @@ def run(config: RunConfig, verbose: bool = False) -> RunReport:
         units="metres",
         frames_selected=len(sequence),
         camera=sequence.camera,
+        settings=list(config.settings),
         skipped=dict(sequence.skipped),
     )
     volume: TSDFVolume | None = None

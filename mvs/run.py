@@ -1,7 +1,8 @@
 """`python -m mvs.run`: reconstruct a sequence into a mesh, a point cloud and a trajectory.
 
 With no arguments it generates (once, then cached) and reconstructs `synthetic/room0`.
-Settings come from the dataclass defaults, then `--config YAML`, then the flags below.
+Settings come from the dataclass defaults, then what the input is (`mvs/io/settings.py`), then
+`--config YAML`, then the flags below.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from mvs.config import RunConfig, load_yaml, resolve_device, update_dataclass
+from mvs.config import RunConfig, Setting, flat_keys, load_yaml, resolve_device, update_dataclass
 from mvs.pipeline import output_dir, run
 from mvs.view import DisplayUnavailable, load_scene, show_window
 from slam.result import TrackingFailed
@@ -42,10 +43,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults, then the YAML file, then the command line."""
+    """Defaults, then the YAML file, then the command line; `settings` lists the keys the
+    file and the flags set, which the input's choices (made when the sequence is opened,
+    `mvs.io.settings`) leave alone."""
     config = RunConfig()
-    if args.config is not None:
-        update_dataclass(config, load_yaml(args.config), str(args.config))
+    file_values = {} if args.config is None else load_yaml(args.config)
+    update_dataclass(config, file_values, str(args.config))
     overrides = {
         "sequence": {"name": args.sequence, "frames": args.frames, "intrinsics": args.intrinsics},
         "tracking": {"poses": args.poses, "pose_file": args.pose_file, "scale": args.scale},
@@ -55,7 +58,12 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         "out": args.out,
         "device": args.device,
     }
-    update_dataclass(config, drop_unset(overrides), "command line")
+    flag_values = drop_unset(overrides)
+    update_dataclass(config, flag_values, "command line")
+    chosen = {key: Setting(key, value, "config", str(args.config)) for key, value in flat_keys(file_values).items()}
+    chosen.pop("settings", None)  # a saved config.yaml's record of an earlier run
+    chosen.update({key: Setting(key, value, "flag", "command line") for key, value in flat_keys(flag_values).items()})
+    config.settings = list(chosen.values())
     config.device = resolve_device(config.device)
     return config
 

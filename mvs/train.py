@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from mvs.depth_metrics import DepthMetrics, DepthMetricsAccumulator
 from mvs.geometry import invert_pose_44, make_pose_44
+from mvs.io.layout import open_sequence
 from mvs.losses import LossConfig, depth_loss
 from mvs.network import WEIGHTS_DIR, DepthNet, ModelConfig, load_model, resolve_weights_path, save_model
-from mvs.sequences import open_sequence
 from mvs.synth import RoomSpec, generate_room
 from mvs.types import Camera
 from slam.keyframes import KeyframeConfig, choose_sources

@@ -1,4 +1,4 @@
-"""Core types shared by every stage: `Camera`, `Frame`, `Sequence`.
+"""Core types shared by every stage: `Camera`, `Frame`, `Capture`, `Sequence`.
 
 Pose convention (one for the whole project): `a_T_b` is a 4x4 rigid transform that maps
 points from frame b to frame a, so `world_T_cam @ p_cam = p_world`.
@@ -77,6 +77,25 @@ class Frame:
     world_T_cam_44: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class Capture:
+    """What a sequence's loader knows of how it was recorded; None where it cannot tell.
+
+    depth_metres_per_unit: metres per unit of the stored depth images (None without depth).
+    depth_registered: whether depth was stored in the colour camera (same intrinsics and
+        size); when not, the loader registers it into that camera as if the two cameras sat
+        at one point, which leaves offsets of a few pixels at depth edges.
+    depth_synchronised: whether a frame's colour and depth were taken at one instant.
+    poses_of_colour: whether the dataset's poses are those of the colour frames; False when
+        they track another sensor (7-Scenes': the depth camera, at its own instants).
+    """
+
+    depth_metres_per_unit: float | None = None
+    depth_registered: bool | None = None
+    depth_synchronised: bool | None = None
+    poses_of_colour: bool | None = None
+
+
 MAX_UNREADABLE_SHARE = 0.1
 """Frames whose data cannot be read are skipped up to this share of the selected frames."""
 
@@ -98,7 +117,8 @@ class Sequence:
     `timestamps` the dataset's timestamps in seconds where it has them; `image_names` the
     file name of each frame's colour image where frames are read from image files;
     `unreadable` the selected frames whose data cannot be read or decoded (also in
-    `skipped`), found when the sequence was opened or when a frame failed to load.
+    `skipped`), found when the sequence was opened or when a frame failed to load;
+    `capture` what the loader knows of how the sequence was recorded.
     """
 
     name: str
@@ -115,6 +135,7 @@ class Sequence:
     timestamps: dict[int, float] = field(default_factory=dict)
     image_names: dict[int, str] = field(default_factory=dict)
     unreadable: dict[int, str] = field(default_factory=dict)
+    capture: Capture = field(default_factory=Capture)
 
     def __len__(self) -> int:
         return len(self.indices)

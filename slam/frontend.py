@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mvs.geometry import invert_pose_44, project_n2, transform_n3
+from mvs.geometry import backproject_n3, invert_pose_44, project_n2, transform_n3
 from mvs.types import Camera, Sequence
 from slam.backend import adjust_keyframes, adjust_piece_globally, window_of
 from slam.features import Describer, Descriptors
@@ -155,8 +155,25 @@ class MonocularTracker:
         self.track_ids_n = np.zeros(0, dtype=np.int64)
         self.track_uv_n2 = np.zeros((0, 2), dtype=np.float32)
         ids_n = self._add_corners(gray_hw, birth_kf=-1)
+        if self.config.lift_depth and self.depth_hw is not None and self._start_from_depth(frame_index, gray_hw):
+            return
         descriptors = self.describer.describe(gray_hw, self.points.birth_uv_n2[ids_n])
         self.reference_descriptors = (descriptors, ids_n[descriptors.rows_n])
+
+    def _start_from_depth(self, frame_index: int, gray_hw: np.ndarray) -> bool:
+        """With sensor depth, the piece starts at this frame: it becomes the first keyframe and
+        its corners are lifted to 3D (metres). False when too few corners have a depth."""
+        depth_n = self._sensor_depth_n(self.depth_hw, self.track_uv_n2)
+        if np.count_nonzero(np.isfinite(depth_n)) < self.config.init_min_points:
+            return False
+        self.piece = self.next_piece
+        self.next_piece += 1
+        self.points.birth_kf_n[self.track_ids_n] = len(self.keyframes)
+        self.history.runs.append(Run(frame_index, "initialised", self.piece))
+        self.initialised = True
+        self.velocity_44 = np.eye(4)
+        self._insert_keyframe(frame_index, gray_hw, np.eye(4))
+        return True
 
     def _add_corners(self, gray_hw: np.ndarray, birth_kf: int) -> np.ndarray:
         """Start tracks at new corners; returns their ids."""
@@ -317,6 +334,7 @@ class MonocularTracker:
         n = len(self.track_ids_n)
         kf = Keyframe(frame_index, cam_T_world_44, self.track_ids_n.copy(), self.track_uv_n2.astype(np.float64),
                       np.ones(n, dtype=bool), gray_hw, self.piece)
+        kf.depth_n = self._sensor_depth_n(self.depth_hw, kf.uv_n2)
         self.keyframes.append(kf)
         self.history.anchors[frame_index] = (len(self.keyframes) - 1, np.eye(4))
         self._reacquire(kf)
@@ -381,6 +399,8 @@ class MonocularTracker:
         kf.uv_n2 = np.concatenate([kf.uv_n2, self.points.birth_uv_n2[new_ids_n]])
         kf.valid_n = np.concatenate([kf.valid_n, np.ones(len(new_ids_n), dtype=bool)])
         kf.depth_n = self._sensor_depth_n(self.depth_hw, kf.uv_n2)
+        if self.config.lift_depth and kf.depth_n is not None:
+            self._lift(kf)
         self._remember(len(self.keyframes) - 1)
         self.frames_since_keyframe = 0
         if any(other.piece != self.piece for other in self.keyframes):
@@ -484,10 +504,18 @@ class MonocularTracker:
             self.points.xyz_n3[new_ids_n] = points_n3[good_n]
             self.points.ok_n[new_ids_n] = True
 
+    def _lift(self, kf: Keyframe) -> None:
+        """Points for the keyframe's tracks that have none, from their sensor depth."""
+        lift_n = ~self.points.ok_n[kf.track_ids_n] & np.isfinite(kf.depth_n)
+        cam_n3 = backproject_n3(kf.uv_n2[lift_n], kf.depth_n[lift_n], self.K_33)
+        self.points.xyz_n3[kf.track_ids_n[lift_n]] = transform_n3(invert_pose_44(kf.cam_T_world_44), cam_n3)
+        self.points.ok_n[kf.track_ids_n[lift_n]] = True
+
     def _local_bundle_adjustment(self) -> None:
         fixed, free = window_of(self.map, self.piece, self.config)
         if fixed and free:
-            adjust_keyframes(self.map, self.K_33, fixed, free, self.config.bundle)
+            depth_sigma = self.config.depth_sigma_relative if self.config.lift_depth else None
+            adjust_keyframes(self.map, self.K_33, fixed, free, self.config.bundle, depth_sigma)
 
     def adjust_globally(self) -> None:
         """Bundle-adjust every piece's keyframes and map points together (`slam/backend.py`)."""

@@ -2,8 +2,12 @@
 
 Relocalisation: the frame's corners are described and matched to the described observations
 of a candidate keyframe and its neighbours in the same piece; the matched map points give
-2D-3D pairs for PnP-RANSAC. Merging: a keyframe of one piece is matched to a keyframe of
-another; pairs of map points (one of each piece) give a similarity by RANSAC.
+2D-3D pairs for PnP-RANSAC, a seed pose. Whole-pixel matches across a wide baseline leave
+that pose centimetres off, so the neighbourhood's map points are then tracked by KLT from
+their keyframe observations into the frame, starting where the seed pose projects them, and
+the pose is solved again from those sub-pixel positions with a tighter threshold. Merging: a
+keyframe of one piece is matched to a keyframe of another; pairs of map points (one of each
+piece) give a similarity by RANSAC.
 """
 
 from __future__ import annotations

@@ -34,11 +34,17 @@ from slam.trajectory import rotation_angle_deg
 
 METHODS = {"hybrid": "Hybrid", "point_to_plane": "PointToPlane", "intensity": "Intensity"}
 REFERENCES = ("keyframe", "model")
+TRACKERS = ("map", "odometry")
 
 
 @dataclass
 class RGBDConfig:
-    """RGB-D odometry settings.
+    """RGB-D tracking settings. tracker: "map" (the default: the keyframe map of
+    `slam/frontend.py` with its points lifted by the sensor's depth and the depths in its
+    adjustments, so relocalisation, merging and loop closure keep one map across fast
+    motion, cuts and revisits; `tracking.vo` sets it) or "odometry" (this module's dense
+    odometry, which the rest of these settings tune: no map to return to, so a failed
+    registration loses the frame and drift is never corrected).
 
     max_width: frames wider than this are downscaled (pixels); depth_max: depth beyond
     this is ignored (metres); iterations: Gauss-Newton iterations per pyramid level, from
@@ -49,6 +55,7 @@ class RGBDConfig:
     keyframe_rotation_deg: motion from the keyframe that triggers a new one.
     """
 
+    tracker: str = "map"
     max_width: int = 160
     depth_max: float = 4.0
     iterations: tuple[int, ...] = (20, 10, 5)
@@ -68,6 +75,8 @@ class RGBDConfig:
 
 def _check_config(config: RGBDConfig) -> None:
     """Raise ValueError naming the first setting of `config` that cannot be used."""
+    if config.tracker not in TRACKERS:
+        raise ValueError(f"RGBDConfig.tracker: expected one of {list(TRACKERS)}, got {config.tracker!r}")
     if config.method not in METHODS:
         raise ValueError(f"RGBDConfig.method: expected one of {sorted(METHODS)}, got {config.method!r}")
     if config.reference not in REFERENCES:

@@ -44,7 +44,10 @@ class VOConfig:
     track at its position predicted by the constant-velocity motion model when that moves
     the tracks by this much (median), which keeps large motions within its search. loop:
     each new keyframe looks for a part of its piece more than `loop_min_gap` keyframes
-    older and corrects the drift between the two (`slam/loop_closure.py`).
+    older and corrects the drift between the two (`slam/loop_closure.py`). lift_depth (RGB-D
+    tracking, frames with sensor depth): a piece starts at a single frame, its corners lifted
+    to 3D by their depth (metres, no two-view wait), every keyframe lifts its tracks that have
+    no point yet, and the windowed adjustment fits the depths too.
     """
 
     max_width: int = 640
@@ -81,3 +84,4 @@ class VOConfig:
     relocalise_corners: int = 600
     predict_min_px: float = 2.0
     loop: LoopConfig = field(default_factory=LoopConfig)
+    lift_depth: bool = False

@@ -227,13 +227,10 @@ def test_track_suite_hard_cases_run_default_settings_and_keep_rows_not_selected(
     from mvs.bench.track import HARD_CASES, MeasuredRuns, hard_case_table
 
     tabletop = tmp_path / "tabletop"
-    tabletop.mkdir()
-    np.savetxt(tabletop / "intrinsics.K.txt", [[615.2, 0, 298.4], [0, 615.5, 247.5], [0, 0, 1]])
     context = BenchContext("kitchen", tmp_path / "work", str(tabletop), only=("tabletop",))
     assert all("--config" not in case.run_args(context) for case in HARD_CASES)
     tabletop_case = next(case for case in HARD_CASES if case.key == "tabletop")
-    assert tabletop_case.run_args(context) == [
-        "--sequence", str(tabletop), "--intrinsics", "615.2,615.5,298.4,247.5", "--poses", "track", "--scale", "gt"]
+    assert tabletop_case.run_args(context) == ["--sequence", str(tabletop), "--poses", "track", "--scale", "gt"]
 
     class FakeRuns(MeasuredRuns):
         """Measured figures without running anything: 48 of 50 frames posed in 4 s, two pieces."""
@@ -242,8 +239,8 @@ def test_track_suite_hard_cases_run_default_settings_and_keep_rows_not_selected(
             self.done[out_dir] = Measured(
                 ChildRun("python -m mvs.run " + " ".join(run_args), 9.0, 500.0, out_dir / "run.log"),
                 {"frames_posed": 48, "frames_selected": 50, "seconds": {"poses": 4.0},
-                 "tracking": {"pieces": [{"first": 15, "last": 99, "frames": 43, "joined": "main"},
-                                         {"first": 101, "last": 111, "frames": 5, "joined": "merged"}]}},
+                 "tracking_pieces": [{"first": 15, "last": 99, "frames": 43, "joined": "main"},
+                                     {"first": 101, "last": 111, "frames": 5, "joined": "merged"}]},
                 {"trajectory_sim3": {"ate_rmse": 0.0042}},
             )
             return self.done[out_dir]
@@ -266,8 +263,7 @@ def test_pieces_cell_shows_a_dash_until_the_tracker_reports_pieces() -> None:
     from mvs.bench.track import pieces_cell
 
     assert pieces_cell({"frames_posed": 10}) == "—"
-    assert pieces_cell({"tracking": {}}) == "—"
-    one = {"tracking": {"pieces": [{"first": 0, "last": 998, "frames": 500, "joined": "main"}]}}
+    one = {"tracking_pieces": [{"first": 0, "last": 998, "frames": 500, "joined": "main"}]}
     assert pieces_cell(one) == "1: main 0-998 (500)"
 
 

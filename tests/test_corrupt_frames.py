@@ -12,9 +12,9 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from mvs.frames import image_file_damage
+from mvs.io.frames import image_file_damage
+from mvs.io.layout import open_sequence
 from mvs.run import main
-from mvs.sequences import open_sequence
 from mvs.types import UnreadableFrame
 
 WIDTH, HEIGHT = 64, 48

@@ -16,10 +16,10 @@ from mvs.geometry import invert_pose_44, look_at_world_T_cam_44, project_n2, tra
 from mvs.io.colmap_model import qt_from_cam_T_world, read_model, write_text_model
 from mvs.io.export import frame_image_names, write_interop
 from mvs.io.imported_poses import imported_poses, match_frames, read_pose_file
+from mvs.io.layout import open_sequence
 from mvs.io.nerfstudio import read_transforms, write_transforms
 from mvs.pipeline import estimate_poses
 from mvs.run import main
-from mvs.sequences import open_sequence
 from mvs.types import Camera, Sequence
 from slam.result import METRES
 from slam.trajectory import evaluate_trajectory, read_tum_trajectory

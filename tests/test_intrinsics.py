@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mvs.intrinsics import Calibration, parse_intrinsics
-from mvs.sequences import open_sequence
+from mvs.io.intrinsics import Calibration, parse_intrinsics
+from mvs.io.layout import open_sequence
 
 K1 = 0.2  # radial distortion of the test lens (pincushion)
 

@@ -11,9 +11,9 @@ import open3d as o3d
 
 from fusion.metrics import cull_to_views, mesh_metrics
 from mvs.config import RunConfig
+from mvs.io.layout import open_sequence
 from mvs.pipeline import default_out_dir, resolve_sources
 from mvs.run import main
-from mvs.sequences import open_sequence
 from test_corrupt_frames import undecodable_jpeg
 
 

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mvs import sens as sens_module
+from mvs.io import sens as sens_module
+from mvs.io.layout import open_sequence
 from mvs.run import main
-from mvs.sequences import open_sequence
 from test_sequences import K_44_text, depth_mm_hw, world_T_cam_44
 
 COLOUR_K = (100.0, 110.0, 63.5, 47.5)  # at 128x96

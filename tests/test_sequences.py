@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mvs import sequences as sequences_module
 from mvs.geometry import make_pose_44, matrix_to_quaternion_xyzw
-from mvs.sequences import open_sequence, parse_frames, resolve_sequence_path
+from mvs.io import image_files as image_files_module
+from mvs.io.layout import open_sequence, parse_frames, resolve_sequence_path
 
 REDKITCHEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen"
 
@@ -229,7 +229,7 @@ def test_unknown_layout(tmp_path: Path) -> None:
 def test_scannet(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = write_scannet(tmp_path / "scannet" / "scene0000_00")
     (root / "mesh.ply").write_text("ply\n")
-    with caplog.at_level(logging.WARNING, logger="mvs.sequences"):
+    with caplog.at_level(logging.WARNING, logger="mvs.io.frames"):
         sequence = open_sequence("scannet/scene0000", tmp_path)
     assert sum(r.levelno == logging.WARNING for r in caplog.records) == 1
     assert sequence.layout == "scannet"
@@ -341,6 +341,21 @@ def test_7scenes_intrinsics_file_and_override(tmp_path: Path) -> None:
     )
 
 
+def test_7scenes_naming_with_a_shared_camera_file_holds_registered_depth(tmp_path: Path) -> None:
+    root = write_7scenes(tmp_path / "tabletop")
+    np.savetxt(root / "intrinsics.K.txt", [[61.5, 0, 29.8], [0, 61.6, 24.7], [0, 0, 1]])
+    sequence = open_sequence("tabletop", tmp_path)
+    np.testing.assert_allclose(sequence.camera.K_33, [[61.5, 0, 29.8], [0, 61.6, 24.7], [0, 0, 1]])
+    assert sequence.capture.depth_registered and sequence.capture.depth_synchronised is None
+    raw_hw = cv2.imread(str(root / "frame-000002.depth.png"), cv2.IMREAD_UNCHANGED)
+    expected_hw = np.where((raw_hw > 0) & (raw_hw < 65535), raw_hw / 1000.0, 0.0)
+    np.testing.assert_allclose(sequence[2].depth_hw, expected_hw, atol=1e-6)  # no pixel moves
+
+    kinect = open_sequence(str(write_7scenes(tmp_path / "kitchen")))
+    assert not kinect.capture.depth_registered and kinect.capture.depth_synchronised is False
+    assert kinect.capture.poses_of_colour is False and kinect.capture.depth_metres_per_unit == 1e-3
+
+
 def test_7scenes_damaged_images_are_found_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = write_7scenes(tmp_path / "kitchen")
     (root / "frame-000000.color.png").write_bytes(b"\x00" * 100)
@@ -349,7 +364,7 @@ def test_7scenes_damaged_images_are_found_without_decoding(tmp_path: Path, monke
     def no_decoding(*args: object) -> None:
         raise AssertionError("opening a sequence must not decode images")
 
-    monkeypatch.setattr(sequences_module.cv2, "imread", no_decoding)
+    monkeypatch.setattr(image_files_module.cv2, "imread", no_decoding)
     # 2 of 5 frames (more than 10 %) cannot be read: the error names both files.
     with pytest.raises(ValueError, match="2 of 5 selected frames cannot be read") as error:
         open_sequence("kitchen", tmp_path)
@@ -369,7 +384,7 @@ def test_7scenes_image_of_another_size(tmp_path: Path) -> None:
 
 def test_tum(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = write_tum(tmp_path / "rgbd_dataset_freiburg2_desk")
-    with caplog.at_level(logging.WARNING, logger="mvs.sequences"):
+    with caplog.at_level(logging.WARNING, logger="mvs.io.frames"):
         sequence = open_sequence(str(root), tmp_path / "elsewhere")
     assert sum(r.levelno == logging.WARNING for r in caplog.records) == 1
     assert sequence.layout == "tum" and sequence.has_depth and sequence.has_poses

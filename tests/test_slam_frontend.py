@@ -203,7 +203,7 @@ def test_tracker_rejects_a_config_it_cannot_use():
 
 @pytest.mark.skipif(not REDKITCHEN.is_dir(), reason=f"7-Scenes redkitchen frames not found at {REDKITCHEN}")
 def test_monocular_tracking_of_real_kitchen_frames():
-    from mvs.sequences import open_sequence
+    from mvs.io.layout import open_sequence
 
     sequence = open_sequence(str(REDKITCHEN), frames="0:100:2")
     result = track_sequence(sequence, progress=False)
@@ -215,7 +215,7 @@ def test_monocular_tracking_of_real_kitchen_frames():
 
 @pytest.mark.skipif(not REDKITCHEN.is_dir(), reason=f"7-Scenes redkitchen frames not found at {REDKITCHEN}")
 def test_rgbd_odometry_of_real_kitchen_frames():
-    from mvs.sequences import open_sequence
+    from mvs.io.layout import open_sequence
 
     sequence = open_sequence(str(REDKITCHEN), frames="0:200:2")
     config = RGBDConfig(method="point_to_plane", max_width=320, depth_max=3.0)
@@ -229,7 +229,7 @@ def test_rgbd_odometry_of_real_kitchen_frames():
 @pytest.mark.skipif(not REDKITCHEN.is_dir(), reason=f"7-Scenes redkitchen frames not found at {REDKITCHEN}")
 @pytest.mark.parametrize("reference", ["keyframe", "model"])
 def test_rgbd_odometry_of_real_kitchen_frames_loses_the_frames_without_depth(reference):
-    from mvs.sequences import open_sequence
+    from mvs.io.layout import open_sequence
 
     kitchen = open_sequence(str(REDKITCHEN), frames="0:120:2")
     frames = {index: kitchen.load_frame(index) for index in kitchen.indices}

@@ -14,8 +14,8 @@ import pytest
 
 from mvs.config import DepthConfig, FusionConfig, ReportConfig, RunConfig, SequenceConfig, TrackingConfig
 from mvs.geometry import make_pose_44, project_n2, transform_n3
+from mvs.io.layout import open_sequence
 from mvs.pipeline import UNJOINED_REASON, run
-from mvs.sequences import open_sequence
 from mvs.synth import RoomRenderer, RoomSpec, build_room
 from mvs.types import Frame
 from slam.alignment import Similarity, ransac_similarity, umeyama_alignment

@@ -10,9 +10,9 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from mvs import video as video_module
+from mvs.io import video as video_module
+from mvs.io.layout import open_sequence
 from mvs.run import main
-from mvs.sequences import open_sequence
 from mvs.synth import RoomRenderer, RoomSpec, build_room
 from slam.trajectory import evaluate_trajectory, read_tum_trajectory
 

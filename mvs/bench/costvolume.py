@@ -29,7 +29,7 @@ from mvs.costvolume import (
     zncc_cost_volume_reference,
 )
 from mvs.depth import grey_b1hw, prepare_inputs
-from mvs.sequences import open_sequence
+from mvs.io.layout import open_sequence
 
 REPEATS = 10
 

@@ -25,9 +25,9 @@ from mvs.config import DepthConfig
 from mvs.costvolume import inverse_depth_hypotheses_d, same_camera_sweep, zncc_cost_volume
 from mvs.depth import ClassicDepthEstimator, LearnedDepthEstimator, grey_b1hw, prepare_inputs
 from mvs.depth_metrics import DepthMetricsAccumulator
+from mvs.io.layout import open_sequence
 from mvs.local_sweep import local_sweep
 from mvs.regressors import classic_regress
-from mvs.sequences import open_sequence
 from mvs.types import Frame, Sequence
 
 FRAMES = "0:1000:2"

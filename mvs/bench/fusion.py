@@ -19,7 +19,7 @@ from mvs.bench.report import Table, fmt
 from mvs.bench.runs import BenchContext
 from mvs.config import FusionConfig
 from mvs.geometry import invert_pose_44
-from mvs.sequences import open_sequence
+from mvs.io.layout import open_sequence
 
 FRAMES = "0:1000:40"
 

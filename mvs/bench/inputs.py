@@ -21,7 +21,7 @@ import numpy as np
 
 from mvs.bench.report import Table, fmt
 from mvs.bench.runs import BenchContext
-from mvs.sequences import open_sequence
+from mvs.io.layout import open_sequence
 from mvs.types import Sequence
 
 VIDEO_FPS = 30.0

@@ -21,12 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from mvs.bench.colmap import ColmapSettings, import_pycolmap, run_colmap
 from mvs.bench.report import Table, fmt
 from mvs.bench.runs import BenchContext, Measured, run_and_evaluate
-from mvs.sequences import open_sequence
+from mvs.io.layout import open_sequence
 from slam.trajectory import evaluate_trajectory
 
 FRAMES = "0:1000:2"
@@ -34,7 +33,6 @@ COLMAP_FRAMES = "0:1000:4"
 DECIMATED_FRAMES = ("0:1000:10", "0:1000:20")
 CUT_FRAMES = "0:450,550:1000"
 REVISIT_FRAMES = "0:1000:2,1:600:2"
-KITCHEN_CONFIG = ["--config", "configs/7scenes.yaml"]
 MONOCULAR = ["--poses", "track", "--scale", "gt"]
 RGBD = ["--poses", "rgbd"]
 POSES = {
@@ -77,7 +75,7 @@ class HardCase:
         if self.sequence == "kitchen":
             sequence_args = ["--sequence", context.kitchen]
         elif self.sequence == "tabletop":
-            sequence_args = tabletop_args(Path(context.tabletop))
+            sequence_args = ["--sequence", context.tabletop]
         else:
             sequence_args = ["--sequence", self.sequence]
         return [*sequence_args, *(["--frames", self.frames] if self.frames else []), *self.poses_args]
@@ -104,26 +102,14 @@ ONLY_NAMES = (*GROUPS, *(case.key for case in HARD_CASES))
 """What `--only` may name: a group, or one hard case."""
 
 
-def tabletop_args(root: Path) -> list[str]:
-    """`--sequence` and `--intrinsics` of the tabletop sample: its colour camera is in
-    `intrinsics.K.txt` (3x3), which its 7-Scenes-style layout does not name."""
-    path = root / "intrinsics.K.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: expected the tabletop sample's intrinsics; give its folder with --tabletop")
-    K_33 = np.loadtxt(path)
-    if K_33.shape != (3, 3):
-        raise ValueError(f"{path}: expected a 3x3 intrinsic matrix, got shape {K_33.shape}")
-    return ["--sequence", str(root), "--intrinsics", f"{K_33[0, 0]:g},{K_33[1, 1]:g},{K_33[0, 2]:g},{K_33[1, 2]:g}"]
-
-
 def cm(value: float | None) -> str:
     return fmt(None if value is None else value * 100, 2, " cm")
 
 
 def pieces_cell(report: dict) -> str:
-    """The maps the tracker reports (`tracking.pieces` of report.json) and how each joined the
+    """The maps the tracker reports (`tracking_pieces` of report.json) and how each joined the
     main one, e.g. "2: main 0-449 (225), merged 550-998 (225)"; "—" when it reports none."""
-    pieces = (report.get("tracking") or {}).get("pieces")
+    pieces = report.get("tracking_pieces")
     if not pieces:
         return "—"
     parts = [f"{p['joined']} {p['first']}-{p['last']} ({p['frames']})" for p in pieces]
@@ -157,7 +143,7 @@ def hard_case_record(context: BenchContext, case: HardCase, runs: MeasuredRuns) 
     cells = [case.label, case.poses, f"{posed}/{frames}", pieces_cell(m.report), cm(ate_sim3),
              fmt(frames / pose_seconds if pose_seconds > 0 else None, 1)]
     return {"label": case.label, "poses": case.poses, "command": f"{m.run.command} && python -m mvs.eval --out {out_dir}",
-            "frames_posed": posed, "frames_selected": frames, "pieces": (m.report.get("tracking") or {}).get("pieces"),
+            "frames_posed": posed, "frames_selected": frames, "pieces": m.report.get("tracking_pieces"),
             "ate_sim3": ate_sim3, "pose_seconds": pose_seconds, "cells": cells}
 
 
@@ -179,9 +165,9 @@ def hard_case_table(context: BenchContext, runs: MeasuredRuns) -> tuple[Table, d
          "ATE RMSE Sim(3)", "pose stage frames/s"],
         "llrlrr",
         notes="No `--config`: what a new user gets. ATE of the posed camera centres after a Sim(3) fit to the "
-              "ground truth. Pieces as the tracker reports them in report.json (`tracking.pieces`), — where it "
+              "ground truth. Pieces as the tracker reports them in report.json (`tracking_pieces`), — where it "
               "reports none. Frames/s: frames selected per second of the pose stage (frame decoding included). "
-              "The tabletop sample's camera comes from its `intrinsics.K.txt` (`--intrinsics`); the synthetic "
+              "The tabletop sample's camera comes from its `intrinsics.K.txt`, which the reader finds; the synthetic "
               "rooms are `python -m mvs.synth --seed 0` with `--speed 8`, `--exposure 1` and `--blank-wall`."
               + (f" Kept from an earlier run (not selected by `--only`): {'; '.join(kept_labels)}." if kept_labels else ""),
     )
@@ -200,7 +186,7 @@ def pose_runs(context: BenchContext, runs: MeasuredRuns) -> tuple[Table, dict]:
     """track and rgbd on the synthetic room and on redkitchen FRAMES."""
     sequences = {
         "synthetic room0, 300 frames": ["--sequence", "synthetic/room0"],
-        f"redkitchen {FRAMES}": ["--sequence", context.kitchen, "--frames", FRAMES, *KITCHEN_CONFIG],
+        f"redkitchen {FRAMES}": ["--sequence", context.kitchen, "--frames", FRAMES],
     }
     table = Table(
         "Pose accuracy and speed, then fusion of sensor depth with those poses",
@@ -229,12 +215,10 @@ def pose_runs(context: BenchContext, runs: MeasuredRuns) -> tuple[Table, dict]:
     return table, data
 
 
-def colmap_comparison(
-    context: BenchContext, runs: MeasuredRuns, frames: str, config_args: list[str], out_dir: Path
-) -> tuple[Table, dict]:
-    """`--poses track` on the colour images alone (with `config_args`) and COLMAP on redkitchen
+def colmap_comparison(context: BenchContext, runs: MeasuredRuns, frames: str, out_dir: Path) -> tuple[Table, dict]:
+    """`--poses track` on the colour images alone (default settings) and COLMAP on redkitchen
     `frames`, back to back; our run is reused when another table of this suite made it."""
-    ours: Measured = runs.get(["--sequence", context.kitchen, "--frames", frames, *config_args, *MONOCULAR], out_dir)
+    ours: Measured = runs.get(["--sequence", context.kitchen, "--frames", frames, *MONOCULAR], out_dir)
     sequence = open_sequence(context.kitchen, frames=frames)
     settings = ColmapSettings()
     described = ", ".join(f"{name}={value}" for name, value in vars(settings).items())
@@ -245,7 +229,6 @@ def colmap_comparison(
     ours_sim3 = ours.metric("trajectory_sim3", "ate_rmse")
     ours_seconds = ours.stage_seconds("poses")
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in colmap.seconds.items())
-    settings_note = "the preset configs/7scenes.yaml" if config_args else "default settings (no `--config`)"
     table = Table(
         f"Monocular poses beside COLMAP: redkitchen {frames} ({len(sequence)} frames, colour only)",
         [f"{ours.run.command} && python -m mvs.eval --out {out_dir}",
@@ -255,7 +238,7 @@ def colmap_comparison(
         ["method", "frames posed", "ATE RMSE Sim(3)", "pose wall time", "frames/s", "ATE vs COLMAP",
          "speed vs COLMAP"],
         "lrrrrrr",
-        notes=f"Ours with {settings_note}. Both run back to back in the same suite on the same decoded frames and "
+        notes=f"Ours with default settings (no `--config`). Both run back to back in the same suite on the same decoded frames and "
               f"are aligned to the ground truth by Sim(3) over the frames each posed. Our time is the pose stage of "
               f"report.json (frame decoding and the scale fit to the ground truth included); COLMAP's is feature "
               f"extraction, matching and mapping ({stages}; writing its input images excluded), on all cores. "
@@ -290,7 +273,7 @@ def run(context: BenchContext) -> tuple[list[Table], dict]:
         tables.append(table)
     if selected(context, "colmap"):
         out_dir = Path(context.work_dir) / "track" / "rk4_track"
-        table, data["colmap_comparison"] = colmap_comparison(context, runs, COLMAP_FRAMES, KITCHEN_CONFIG, out_dir)
+        table, data["colmap_comparison"] = colmap_comparison(context, runs, COLMAP_FRAMES, out_dir)
         tables.append(table)
     if any(selected(context, case.key, case.group) for case in HARD_CASES):
         table, data["hard_cases"] = hard_case_table(context, runs)
@@ -300,6 +283,6 @@ def run(context: BenchContext) -> tuple[list[Table], dict]:
         for frames in DECIMATED_FRAMES:
             step = frames.rsplit(":", 1)[1]
             table, data["colmap_decimated"][frames] = colmap_comparison(
-                context, runs, frames, [], Path(context.work_dir) / "track" / "hard" / f"rk{step}")
+                context, runs, frames, Path(context.work_dir) / "track" / "hard" / f"rk{step}")
             tables.append(table)
     return tables, data

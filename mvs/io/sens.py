@@ -29,9 +29,9 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
-from mvs.frames import DepthFormat, Registration, assemble_sequence
-from mvs.intrinsics import Calibration
-from mvs.types import Camera, Frame, Sequence
+from mvs.io.frames import DepthFormat, Registration, assemble_sequence
+from mvs.io.intrinsics import Calibration
+from mvs.types import Camera, Capture, Frame, Sequence
 
 SENS_VERSION = 4
 COLOUR_RAW, COLOUR_PNG, COLOUR_JPEG = 0, 1, 2
@@ -162,11 +162,14 @@ def open_sens(path: Path, intrinsics: Calibration | None) -> Sequence:
     colour_size_wh = (header.colour_camera.width, header.colour_camera.height)
     stored_camera = header.colour_camera if intrinsics is None else intrinsics.camera(*colour_size_wh)
     camera = stored_camera.scaled(header.depth_camera.width, header.depth_camera.height)
-    registration = Registration(camera, DepthFormat(header.depth_camera, 1.0 / header.depth_shift))
+    depth_format = DepthFormat(header.depth_camera, 1.0 / header.depth_shift)
+    registration = Registration(camera, depth_format)
+    capture = Capture(depth_metres_per_unit=depth_format.metres_per_unit,
+                      depth_registered=depth_format.stored_in(camera))
     return assemble_sequence(
         path, "sens", camera, records,
         lambda kept: SensFrameReader(path, header, registration, kept),
-        has_depth=True, has_poses=True, unreadable=unreadable,
+        has_depth=True, has_poses=True, unreadable=unreadable, capture=capture,
     )
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mvs.frames import assemble_sequence
-from mvs.intrinsics import HOW_TO_GIVE_INTRINSICS, Calibration
+from mvs.io.frames import assemble_sequence
+from mvs.io.intrinsics import HOW_TO_GIVE_INTRINSICS, Calibration
 from mvs.types import Camera, Frame, Sequence, UnreadableFrame
 
 MAX_DECLARED_FRAMES = 10_000_000

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from mvs.geometry import is_valid_pose_44, register_depth_hw
-from mvs.types import Camera, Frame, Sequence
+from mvs.types import Camera, Capture, Frame, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,12 @@ class DepthFormat:
 
     camera: Camera
     metres_per_unit: float
+
+    def stored_in(self, camera: Camera) -> bool:
+        """Whether the depth images are stored in `camera` already (same size and K), so
+        that registering them moves no pixel."""
+        same_size = (self.camera.width, self.camera.height) == (camera.width, camera.height)
+        return same_size and bool(np.allclose(self.camera.K_33, camera.K_33))
 
 
 @dataclass(frozen=True)
@@ -64,10 +70,9 @@ class Registration:
         `register_depth_hw` is nearest-neighbour with intrinsics fixed per sequence, so
         registering the image of pixel numbers once gives the lookup for every frame.
         """
-        depth_camera = self.depth_format.camera
-        same_size = (depth_camera.width, depth_camera.height) == (self.camera.width, self.camera.height)
-        if same_size and np.allclose(depth_camera.K_33, self.camera.K_33):
+        if self.depth_format.stored_in(self.camera):
             return None
+        depth_camera = self.depth_format.camera
         pixel_numbers_hw = np.arange(1, depth_camera.width * depth_camera.height + 1, dtype=np.float32)
         registered_hw = register_depth_hw(
             pixel_numbers_hw.reshape(depth_camera.height, depth_camera.width),
@@ -100,13 +105,15 @@ def assemble_sequence(
     has_depth: bool,
     has_poses: bool,
     unreadable: dict[int, str] | None = None,
+    capture: Capture = Capture(),
 ) -> Sequence:
     """A lazy Sequence over `records`, dropping frames without a valid pose when the
     sequence has poses.
 
     `make_reader` turns the kept records (by dataset index) into the frame reader;
     `unreadable` lists frames the loader already found unusable (dataset index to reason),
-    which are counted in `Sequence.skipped` with the dropped poses.
+    which are counted in `Sequence.skipped` with the dropped poses; `capture` is what the
+    loader knows of how the sequence was recorded.
     """
     unreadable = dict(unreadable or {})
     if not records and not unreadable:
@@ -145,6 +152,7 @@ def assemble_sequence(
         skipped=skipped,
         gt_world_T_cam_44={r.index: r.world_T_cam_44 for r in kept if r.world_T_cam_44 is not None},
         timestamps={r.index: r.timestamp for r in kept},
+        capture=capture,
     )
 
 
