@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from fusion.consistency import ConsistencyConfig
+from mvs.adapt import AdaptConfig
 from mvs.local_sweep import LocalSweepConfig
 from mvs.regressors import ClassicRegressorConfig
 from slam.vo_config import VOConfig
@@ -82,6 +83,8 @@ class DepthConfig:
     local_sweep: the photometric refinement of learned depth at the working resolution.
     consistency: the multi-view check estimated depth passes before it is fused.
     weights: the learned model: a name under mvs/weights/ or a path to a .pt file.
+    adapt: self-supervised fine-tuning of the learned model on the sequence's own frames
+        and poses before depth is estimated (`--adapt`, mvs/adapt.py).
     """
 
     source: str = "auto"
@@ -100,6 +103,7 @@ class DepthConfig:
     local_sweep: LocalSweepConfig = field(default_factory=LocalSweepConfig)
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from fusion.consistency import EstimatedDepth, filter_consistent
 from fusion.export import write_depth_png, write_json_atomic, write_ply, write_text_atomic
 from fusion.tsdf import TSDFVolume
+from mvs.adapt import adapt_to_sequence, describe_adaptation
 from mvs.config import DepthConfig, FusionConfig, RunConfig, Setting, TrackingConfig, to_yaml
 from mvs.depth import ClassicDepthEstimator, DepthEstimator, LearnedDepthEstimator
 from mvs.geometry import invert_pose_44
@@ -69,7 +70,8 @@ class RunReport:
     """What a run did: saved as `report.json` next to the outputs; `camera` is the colour
     camera of every pose and depth map (the viewer draws frustums with it); `settings` what
     was chosen other than by default and why (as in config.yaml); `tracking_pieces`
-    the runs of tracked frames and how each joined the main map (monocular tracking)."""
+    the runs of tracked frames and how each joined the main map (monocular tracking);
+    `adaptation` what `--adapt` did (`mvs.adapt.AdaptResult`)."""
 
     sequence: str
     layout: str
@@ -87,6 +89,7 @@ class RunReport:
     seconds: dict[str, float] = field(default_factory=dict)
     fusion_frames_per_second: float = 0.0
     pose_refinement: dict[str, float] = field(default_factory=dict)
+    adaptation: dict[str, float | int | str] = field(default_factory=dict)
     tracking_pieces: list[TrackedPiece] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     status: str = "running"
@@ -171,6 +174,8 @@ def describe_run(requested: RunConfig, config: RunConfig, sequence: Sequence, ou
         lines.append(f"depth:   sensor{why_depth}")
     else:
         model = f"model {depth.weights}" if depth.source == "learned" else f"{depth.num_hypotheses} planes"
+        if depth.source == "learned" and depth.adapt.enabled:
+            model += f", {describe_adaptation(depth.adapt)}"
         lines.append(
             f"depth:   {depth.source}{why_depth}: keyframes {depth.keyframes}, "
             f"at {depth.working_width}x{depth.working_height}, {model}"
@@ -375,6 +380,15 @@ def depth_maps(
     if config.depth.source == "sensor":
         return len(sequence), sensor_depth_maps(sequence, poses, report)
     posed, selection = plan_keyframes(sequence, poses, config.depth, report)
+    if config.depth.adapt.enabled:
+        with timed(report, "adapt"):
+            adaptation = adapt_to_sequence(
+                sequence, poses.world_T_cam_44, posed, selection.plans, config.depth.weights, config.depth.adapt,
+                config.device, out_dir,
+            )
+        report.adaptation = asdict(adaptation)
+        report.outputs.append(adaptation.weights)
+        config = replace(config, depth=replace(config.depth, weights=adaptation.weights))
     return len(selection.plans), plane_sweep_depth_maps(sequence, poses, posed, selection, config, report, out_dir)
 
 
@@ -430,6 +444,11 @@ def run(config: RunConfig, verbose: bool = False) -> RunReport:
     out_dir.mkdir(parents=True, exist_ok=True)
     sequence = load_sequence(config)
     requested, config = config, with_input_settings(resolve_sources(config, sequence), sequence)
+    if config.depth.adapt.enabled and config.depth.source != "learned":
+        raise ValueError(
+            f"--adapt fine-tunes the learned depth model, and depth comes from '{config.depth.source}' here: "
+            "add --depth learned"
+        )
     write_text_atomic(out_dir / "config.yaml", to_yaml(config))
     if verbose:
         print(to_yaml(config), end="")

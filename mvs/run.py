@@ -32,6 +32,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--frames", help="START:STOP:STEP over dataset frame indices")
     parser.add_argument("--intrinsics", help="camera intrinsics: fx,fy,cx,cy (pixels) or a calibration YAML")
     parser.add_argument("--keyframes", choices=["auto", "all"], help="which frames get a depth map")
+    parser.add_argument("--weights", help="the learned depth model: a name under mvs/weights/ or a .pt file "
+                        "(such as a run's adapted.pt)")
+    parser.add_argument("--adapt", action="store_true",
+                        help="fine-tune the learned depth model on the sequence's own frames and poses first")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device")
     parser.add_argument("--voxel-size", type=float, help="TSDF voxel size in metres")
     parser.add_argument("--config", type=Path, help="YAML file overriding the defaults")
@@ -52,7 +56,12 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     overrides = {
         "sequence": {"name": args.sequence, "frames": args.frames, "intrinsics": args.intrinsics},
         "tracking": {"poses": args.poses, "pose_file": args.pose_file, "scale": args.scale},
-        "depth": {"source": args.depth, "keyframes": args.keyframes},
+        "depth": {
+            "source": args.depth,
+            "keyframes": args.keyframes,
+            "weights": args.weights,
+            "adapt": {"enabled": True if args.adapt else None},
+        },
         "fusion": {"voxel_size": args.voxel_size},
         "report": {"render_mesh": False if args.no_render else None},
         "out": args.out,
