@@ -31,6 +31,12 @@ class KeyframeConfig:
     min_translation: sources closer than this to the reference (metres of camera travel) are
         used only when no candidate is farther: turning on the spot gives no parallax.
     search_keyframes: in `auto` mode, how many keyframes around each keyframe are candidates.
+    fallback_min_overlap, fallback_min_parallax_px: when no candidate meets the limits above
+        (they choose the best of many views, and a reference with few neighbours may have
+        none within them: two frames 2 cm apart, or turned past the angle limit), the
+        reference still takes the candidates that see at least this share of its view and
+        whose camera travel tells the nearest of `overlap_depths` from the farthest by at
+        least this many pixels of parallax; others give no depth to measure.
     """
 
     new_keyframe_distance: float = 0.1
@@ -43,6 +49,8 @@ class KeyframeConfig:
     search_keyframes: int = 12
     min_translation: float = 0.1
     overlap_depths: tuple[float, ...] = (1.0, 2.0, 4.0)
+    fallback_min_overlap: float = 0.1
+    fallback_min_parallax_px: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -123,7 +131,6 @@ def choose_sources(
     if not candidate_indices:
         return ()
     world_T_ref_44 = world_T_cam_n44[reference_index]
-    candidates_c = np.asarray(candidate_indices)
     world_T_src_c44 = np.stack([world_T_cam_n44[i] for i in candidate_indices])
     distances_c = pose_distances_n(world_T_ref_44, world_T_src_c44)
     keep_c = (
@@ -134,12 +141,51 @@ def choose_sources(
     if keep_c.any():
         overlaps_k = view_overlaps_n(world_T_ref_44, world_T_src_c44[keep_c], camera, config.overlap_depths)
         keep_c[keep_c] = overlaps_k >= config.min_overlap
+    return _best_sources(candidate_indices, world_T_ref_44, world_T_src_c44, keep_c, config)
+
+
+def fallback_sources(
+    world_T_cam_n44: list[np.ndarray],
+    reference_index: int,
+    candidate_indices: list[int],
+    camera: Camera,
+    config: KeyframeConfig,
+) -> tuple[int, ...]:
+    """The sources of a reference for which `choose_sources` finds none: the at most
+    `max_sources` candidates, ranked as there, that see at least `fallback_min_overlap` of the
+    reference's view and whose camera travel gives a parallax of at least
+    `fallback_min_parallax_px` between the nearest and the farthest of `overlap_depths`
+    (fx * travel * (1 / nearest - 1 / farthest), pixels), whatever their pose distance and
+    view angle."""
+    if not candidate_indices:
+        return ()
+    world_T_ref_44 = world_T_cam_n44[reference_index]
+    world_T_src_c44 = np.stack([world_T_cam_n44[i] for i in candidate_indices])
+    translations_c = np.linalg.norm(world_T_src_c44[:, :3, 3] - world_T_ref_44[:3, 3], axis=1)
+    parallax_px_c = camera.fx * translations_c * (1.0 / min(config.overlap_depths) - 1.0 / max(config.overlap_depths))
+    keep_c = parallax_px_c >= config.fallback_min_parallax_px
+    if keep_c.any():
+        overlaps_k = view_overlaps_n(world_T_ref_44, world_T_src_c44[keep_c], camera, config.overlap_depths)
+        keep_c[keep_c] = overlaps_k >= config.fallback_min_overlap
+    return _best_sources(candidate_indices, world_T_ref_44, world_T_src_c44, keep_c, config)
+
+
+def _best_sources(
+    candidate_indices: list[int],
+    world_T_ref_44: np.ndarray,
+    world_T_src_c44: np.ndarray,
+    keep_c: np.ndarray,
+    config: KeyframeConfig,
+) -> tuple[int, ...]:
+    """The kept candidates, those the camera travelled at least `min_translation` to first
+    when there are any, ranked by |pose distance - optimal_distance|, at most `max_sources`."""
+    distances_c = pose_distances_n(world_T_ref_44, world_T_src_c44)
     translations_c = np.linalg.norm(world_T_src_c44[:, :3, 3] - world_T_ref_44[:3, 3], axis=1)
     travelled_c = keep_c & (translations_c >= config.min_translation)
     if travelled_c.any():
         keep_c = travelled_c
     order_k = np.argsort(np.abs(distances_c[keep_c] - config.optimal_distance), kind="stable")
-    return tuple(int(i) for i in candidates_c[keep_c][order_k][: config.max_sources])
+    return tuple(int(i) for i in np.asarray(candidate_indices)[keep_c][order_k][: config.max_sources])
 
 
 def select_keyframes(
@@ -152,7 +198,9 @@ def select_keyframes(
     the `search_keyframes` keyframes nearest to it in order, half before and half after (the
     whole trajectory is known before depth is estimated, so later views count as much as
     earlier ones). `all`: every frame is a reference and takes its sources among all other
-    frames, earlier and later.
+    frames, earlier and later. A reference none of whose candidates meets the limits of
+    `choose_sources` takes the `fallback_sources` among them, and gets no plan only when
+    none of them shares its view either.
     """
     if mode not in KEYFRAME_MODES:
         raise ValueError(f"keyframe mode: expected one of {KEYFRAME_MODES}, got {mode!r}")
@@ -188,7 +236,9 @@ def _add_plan(
     config: KeyframeConfig,
 ) -> None:
     selection.keyframe_indices.append(reference_index)
-    sources = choose_sources(world_T_cam_n44, reference_index, candidates, camera, config)
+    sources = choose_sources(world_T_cam_n44, reference_index, candidates, camera, config) or fallback_sources(
+        world_T_cam_n44, reference_index, candidates, camera, config
+    )
     if sources:
         selection.plans.append(KeyframePlan(reference_index, sources))
     else:

@@ -290,3 +290,66 @@ def test_only_runs_groups_of_the_track_suite_and_keeps_the_other_tables(tmp_path
     # A table kept twice says so once.
     again, _ = merged_with_previous([], {}, {**previous, "tables": [asdict(tables[0])]})
     assert again[0].notes == tables[0].notes
+
+
+def test_two_view_pairs_are_distinct_within_the_gap_and_the_same_for_a_seed() -> None:
+    from mvs.bench.twoview import Pair, choose_pairs
+
+    indices = list(range(0, 1000))
+    pairs = choose_pairs(indices, 100, (15, 60), seed=0)
+    assert len(set(pairs)) == 100 and pairs == sorted(pairs, key=lambda p: (p.first, p.second))
+    assert all(15 <= pair.gap <= 60 and pair.second <= 999 for pair in pairs)
+    assert choose_pairs(indices, 100, (15, 60), seed=0) == pairs
+    assert choose_pairs(indices, 100, (15, 60), seed=1) != pairs
+    # Odd frames only: both frames of every pair are in the sequence.
+    odd_pairs = choose_pairs(list(range(1, 200, 2)), 20, (15, 60), seed=0)
+    assert all(pair.first % 2 == 1 and pair.second % 2 == 1 for pair in odd_pairs)
+    assert Pair(141, 195).frames == "141:196:54"
+    with pytest.raises(ValueError, match="at least 100 frame pairs"):
+        choose_pairs(list(range(20)), 100, (15, 60), seed=0)  # 15 pairs 15-19 frames apart
+
+
+def test_two_view_image_score_counts_only_sensor_depth_in_range() -> None:
+    from mvs.bench.twoview import image_score
+
+    gt_hw = np.full((4, 5), 2.0)
+    gt_hw[0, :] = 0.3  # nearer than 0.5 m: left out
+    gt_hw[1, 0] = 12.0  # farther than 10 m: left out
+    depth_hw = np.full((4, 5), 2.2)  # 10 % too far everywhere it counts
+    depth_hw[3, :4] = 1.0  # half the depth on 4 of the 14 counted pixels ...
+    depth_hw[3, 4] = 0.0  # ... and no estimate on one more
+    score = image_score(7, depth_hw, gt_hw, (0.5, 10.0))
+    assert score.abs_rel == pytest.approx((9 * 0.1 + 4 * 0.5) / 13)
+    assert score.delta1 == pytest.approx(9 / 13)
+    assert image_score(7, None, gt_hw, (0.5, 10.0)).abs_rel is None
+    assert image_score(7, np.zeros((4, 5)), gt_hw, (0.5, 10.0)).abs_rel is None
+
+
+def test_two_view_rows_count_pairs_with_no_depth_and_take_median_and_mean_per_image() -> None:
+    from mvs.bench.twoview import ImageScore, Pair, summary_row
+
+    scores = {
+        Pair(0, 20): [ImageScore(0, 0.1, 0.9), ImageScore(20, 0.2, 0.8)],
+        Pair(5, 40): [ImageScore(5, 0.6, 0.5), ImageScore(40, None, None)],
+        Pair(9, 60): [ImageScore(9, None, None), ImageScore(60, None, None)],
+    }
+    cells, figures = summary_row("all", scores)
+    assert figures["images_with_depth"] == 3 and figures["pairs_without_depth"] == 1
+    assert figures["median_abs_rel"] == pytest.approx(0.2)
+    assert figures["mean_abs_rel"] == pytest.approx(0.3)
+    assert figures["mean_delta1"] == pytest.approx(0.2 / 3 * 11)
+    assert cells == ["all", "3", "3 of 6", "1", "0.200", "0.300", "0.733"]
+
+
+def test_depth_suite_runs_default_settings_and_shares_the_kitchen_learned_run(tmp_path: Path) -> None:
+    from mvs.bench.depth import adapt_runs, kitchen_runs
+    from mvs.bench.runs import BenchContext
+
+    context = BenchContext("kitchen", tmp_path, "tabletop")
+    kitchen, adapt = kitchen_runs(context), adapt_runs(context)
+    assert all("--config" not in args for args, _ in kitchen.values())
+    assert all("--config" not in args for _, _, args, _ in adapt)
+    assert [("--adapt" in args, args[1]) for _, _, args, _ in adapt] == [
+        (False, "kitchen"), (True, "kitchen"), (False, "tabletop"), (True, "tabletop")]
+    # The kitchen's unadapted row is the learned row of the kitchen table: one run for both.
+    assert (adapt[0][2], adapt[0][3]) == kitchen["learned"]

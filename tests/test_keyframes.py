@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from mvs.geometry import look_at_world_T_cam_44, make_pose_44
+from mvs.geometry import invert_pose_44, look_at_world_T_cam_44, make_pose_44
 from mvs.types import Camera
 from slam.keyframes import (
     KeyframeConfig,
     KeyframePlan,
+    choose_sources,
     pose_distance,
     select_keyframes,
     view_overlaps_n,
@@ -23,6 +24,44 @@ CAMERA = Camera(np.array([[262.5, 0, 159.5], [0, 262.5, 119.5], [0, 0, 1.0]]), 3
 def rotation_z_33(angle: float) -> np.ndarray:
     c, s = math.cos(angle), math.sin(angle)
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+
+
+ROOM_LOW_3, ROOM_HIGH_3 = np.array([-2.5, -2.0, 0.0]), np.array([2.5, 2.0, 2.5])
+"""A box room (metres, z up): 5 x 4 m, 2.5 m high."""
+ROOM_EYE_3 = np.array([0.0, -1.0, 1.4])
+
+
+def room_points_m3(world_T_cam_44: np.ndarray, step_px: int = 4) -> np.ndarray:
+    """World points where the rays of every `step_px`-th pixel of CAMERA hit the box room's
+    walls from inside (ray casting: the nearest exit through the six planes)."""
+    v_g, u_g = np.mgrid[0 : CAMERA.height : step_px, 0 : CAMERA.width : step_px]
+    rays_cam_m3 = np.stack([u_g.ravel(), v_g.ravel(), np.ones(u_g.size)], axis=1) @ np.linalg.inv(CAMERA.K_33).T
+    rays_m3 = rays_cam_m3 @ world_T_cam_44[:3, :3].T
+    origin_3 = world_T_cam_44[:3, 3]
+    safe_m3 = np.where(np.abs(rays_m3) > 1e-12, rays_m3, 1e-12)
+    exits_m3 = np.where(rays_m3 > 0, ROOM_HIGH_3 - origin_3, ROOM_LOW_3 - origin_3) / safe_m3
+    return origin_3 + rays_m3 * exits_m3.min(axis=1, keepdims=True)
+
+
+def rendered_overlap(world_T_ref_44: np.ndarray, world_T_src_44: np.ndarray) -> float:
+    """Share of the reference's pixels whose wall point the source sees (a box seen from
+    inside hides nothing from itself, so inside the image and in front means seen)."""
+    points_src_m3 = room_points_m3(world_T_ref_44) @ invert_pose_44(world_T_src_44)[:3, :3].T
+    points_src_m3 += invert_pose_44(world_T_src_44)[:3, 3]
+    pixels_m3 = points_src_m3 @ CAMERA.K_33.T
+    z_m = points_src_m3[:, 2]
+    u_m, v_m = pixels_m3[:, 0] / z_m, pixels_m3[:, 1] / z_m
+    return float(np.mean((z_m > 0) & (u_m >= 0) & (u_m <= CAMERA.width - 1) & (v_m >= 0) & (v_m <= CAMERA.height - 1)))
+
+
+def room_views_44(shift_m: float, turn_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """A camera looking at the far wall of the room (3 m away), and one `shift_m` to its
+    right turned `turn_deg` to the right."""
+    world_T_a_44 = look_at_world_T_cam_44(ROOM_EYE_3, np.array([0.0, 2.0, 1.2]), np.array([0.0, 0.0, 1.0]))
+    world_T_b_44 = make_pose_44(
+        rotation_z_33(math.radians(-turn_deg)) @ world_T_a_44[:3, :3], ROOM_EYE_3 + np.array([shift_m, 0.0, 0.0])
+    )
+    return world_T_a_44, world_T_b_44
 
 
 def sideways_track(count: int, step_m: float) -> list[np.ndarray]:
@@ -108,6 +147,47 @@ def test_overlap_of_a_sideways_shift_matches_the_pixel_shift() -> None:
     columns_u = (np.arange(8) + 0.5) * 320 / 8 - 0.5
     expected = np.mean(columns_u - CAMERA.fx * shift_m / 2.0 >= 0)
     assert overlap == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("shift_m, turn_deg", [(0.3, 25.0), (0.5, 20.0), (0.4, 35.0)])
+def test_two_views_of_a_room_that_share_a_third_of_it_are_each_others_source(shift_m: float, turn_deg: float) -> None:
+    world_T_a_44, world_T_b_44 = room_views_44(shift_m, turn_deg)
+    config = KeyframeConfig()
+    for ref_44, src_44 in ((world_T_a_44, world_T_b_44), (world_T_b_44, world_T_a_44)):
+        # The overlap measured at 1, 2 and 4 m is the one of the rendered walls, within 0.1.
+        true_overlap = rendered_overlap(ref_44, src_44)
+        assert true_overlap >= 0.3
+        measured = view_overlaps_n(ref_44, src_44[None], CAMERA, config.overlap_depths)[0]
+        assert measured == pytest.approx(true_overlap, abs=0.1)
+    # Wider apart than the limits that pick the best of many views allow...
+    assert choose_sources([world_T_a_44, world_T_b_44], 0, [1], CAMERA, config) == ()
+    assert choose_sources([world_T_a_44, world_T_b_44], 1, [0], CAMERA, config) == ()
+    # ...but with no other view, each is still the other's source.
+    selection = select_keyframes([world_T_a_44, world_T_b_44], CAMERA, config, mode="all")
+    assert [(plan.reference_index, plan.source_indices) for plan in selection.plans] == [(0, (1,)), (1, (0,))]
+    assert selection.unplanned_indices == []
+
+
+def test_a_view_2_cm_away_is_a_source_when_nothing_else_is_and_one_that_did_not_move_is_not() -> None:
+    world_T_a_44, _ = room_views_44(0.0, 0.0)
+    config = KeyframeConfig()
+    for travel_m, planned in ((0.02, True), (0.002, False)):
+        # Parallax between 1 and 4 m: 262.5 px * travel * (1 - 1/4): 3.9 px at 2 cm, 0.39 px at 2 mm.
+        world_T_b_44 = make_pose_44(world_T_a_44[:3, :3], ROOM_EYE_3 + np.array([travel_m, 0.0, 0.0]))
+        assert pose_distance(world_T_a_44, world_T_b_44) < config.min_distance
+        assert rendered_overlap(world_T_a_44, world_T_b_44) > 0.9
+        selection = select_keyframes([world_T_a_44, world_T_b_44], CAMERA, config, mode="all")
+        assert len(selection.plans) == (2 if planned else 0)
+        assert selection.unplanned_indices == ([] if planned else [0, 1])
+
+
+def test_a_view_within_the_limits_is_preferred_to_the_last_resort() -> None:
+    world_T_a_44, world_T_wide_44 = room_views_44(0.5, 20.0)
+    world_T_near_44 = make_pose_44(world_T_a_44[:3, :3], ROOM_EYE_3 + np.array([0.2, 0.0, 0.0]))
+    selection = select_keyframes([world_T_a_44, world_T_wide_44, world_T_near_44], CAMERA, KeyframeConfig(), mode="all")
+    plans = {plan.reference_index: plan.source_indices for plan in selection.plans}
+    assert plans[0] == (2,)
+    assert plans[1] == (2,)
 
 
 def test_bad_input_is_rejected() -> None:

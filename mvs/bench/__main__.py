@@ -4,8 +4,9 @@ Runs the product's own commands (`python -m mvs.run`, `python -m mvs.eval`) on s
 rooms, on ../shared/data/7scenes-redkitchen and ../shared/data/tabletop-sample, with peers in
 the same run (COLMAP through pycolmap for poses, a plain NumPy TSDF for fusion), and writes
 each suite's tables under the commands that produced them into BENCHMARKS.md, and the raw
-figures into benchmarks.json. `--only NAME` runs one group of a suite's rows (`track` has
-groups); its other tables and rows keep their figures of the earlier run, marked as kept.
+figures into benchmarks.json. `--only NAME` runs one group of a suite's rows (`depth` and
+`track` have groups); its other tables and rows keep their figures of the earlier run, marked
+as kept.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Suite:
 
 
 SUITES = {
-    "depth": Suite("Depth: learned vs classic vs sensor", depth.run),
+    "depth": Suite("Depth: learned vs classic vs sensor", depth.run, depth.GROUPS),
     "track": Suite("Poses: track vs rgbd vs COLMAP, against ground truth", track.run, track.ONLY_NAMES),
     "fusion": Suite("Fusion speed: Open3D TSDF vs a plain NumPy TSDF", fusion.run),
     "memory": Suite("Memory: a 5000-frame synthetic run", memory.run),
@@ -62,8 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, default=Path("BENCHMARKS.md"), help="Markdown file to update")
     parser.add_argument("--json", type=Path, default=Path("benchmarks.json"), help="JSON file to update")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
-                        help="run only this group of the suite's rows (repeat or separate by commas); track: "
-                             + ", ".join(track.ONLY_NAMES))
+                        help="run only this group of the suite's rows (repeat or separate by commas); depth: "
+                             + ", ".join(depth.GROUPS) + "; track: " + ", ".join(track.ONLY_NAMES))
     args = parser.parse_args(argv)
     args.only = tuple(name.strip() for value in args.only for name in value.split(",") if name.strip())
     if args.only:

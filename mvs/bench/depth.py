@@ -1,9 +1,15 @@
 """`depth` suite: learned vs classic vs sensor depth on redkitchen, with ground-truth poses,
-and the learned depth at our own monocular poses (the whole pipeline from the images).
+and the learned depth at our own monocular poses (the whole pipeline from the images); the
+learned depth with and without `--adapt` on redkitchen and the tabletop sample; two views.
 
+Every run uses default settings (no `--config`): nothing in the depth path is set per
+dataset, and what the input itself calls for is chosen by `mvs.run` (mvs/io/settings.py).
 Accuracy, mesh F-score, time per stage and peak memory come from `python -m mvs.run` and
 `python -m mvs.eval` children; milliseconds per keyframe of each step at 320x240 input,
-64 hypotheses and 2 sources are timed in this process on one keyframe (median of repeats).
+64 hypotheses and 2 sources are timed in this process on one keyframe (median of repeats),
+and the two-view pairs run in this process too (`mvs.bench.twoview`), after the children.
+
+Rows come in groups (`GROUPS`) that `context.only` selects.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mvs.bench import twoview
 from mvs.bench.report import Table, fmt
-from mvs.bench.runs import BenchContext, Measured, run_and_evaluate
+from mvs.bench.runs import BenchContext
+from mvs.bench.track import MeasuredRuns, selected
+from mvs.bench.twoview import read_depth_m_hw
 from mvs.config import DepthConfig
 from mvs.costvolume import inverse_depth_hypotheses_d, same_camera_sweep, zncc_cost_volume
 from mvs.depth import ClassicDepthEstimator, LearnedDepthEstimator, grey_b1hw, prepare_inputs
@@ -33,11 +41,20 @@ from mvs.types import Frame, Sequence
 FRAMES = "0:1000:2"
 RUNS = {
     "sensor": ("rk_sensor", ["--depth", "sensor"]),
-    "classic": ("rk_classic", ["--depth", "classic"]),
-    "learned": ("rk_learned", ["--depth", "learned"]),
+    "classic": ("rk_classic", ["--poses", "gt", "--depth", "classic"]),
+    "learned": ("rk_learned", ["--poses", "gt", "--depth", "learned"]),
     "learned, `--poses track --scale sensor`": ("rk_track_learned", ["--depth", "learned", "--poses", "track", "--scale", "sensor"]),
 }
-"""Row label: output folder and the run's own arguments."""
+"""Row label: output folder and the run's own arguments (on redkitchen FRAMES)."""
+ADAPT_SEQUENCES = {
+    f"redkitchen {FRAMES}": ("rk_learned", "kitchen"),
+    "tabletop sample (50 frames)": ("tabletop_learned", "tabletop"),
+}
+"""Row label of the `--adapt` table: output folder (with `_adapt` appended for the adapted
+run; the kitchen's unadapted run is the `learned` row of RUNS) and the sequence."""
+GROUPS = ("kitchen", "adapt", "twoview")
+"""Groups of tables `--only` selects: the redkitchen comparison (with the timed keyframe),
+the `--adapt` table, the two-view table."""
 REPEATS = 10
 
 
@@ -106,14 +123,6 @@ def keyframe_table(sequence: Sequence, repeats: int) -> tuple[Table, dict]:
     return table, {name: ms for name, ms in rows}
 
 
-def read_depth_m_hw(path: Path) -> np.ndarray:
-    """A depth map written by `mvs.run` (uint16 millimetres) in metres."""
-    depth_mm_hw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if depth_mm_hw is None:
-        raise ValueError(f"{path}: cannot read depth image")
-    return depth_mm_hw.astype(np.float64) / 1000.0
-
-
 def same_pixels_table(sequence: Sequence, learned_dir: Path, classic_dir: Path) -> tuple[Table, dict]:
     """Learned against classic depth on the pixels where classic gives an estimate, over the
     keyframes both runs estimated (sensor depth within (0, 10] m)."""
@@ -140,24 +149,40 @@ def same_pixels_table(sequence: Sequence, learned_dir: Path, classic_dir: Path) 
     return table, data
 
 
-def run_args(context: BenchContext, label: str) -> list[str]:
-    return ["--sequence", context.kitchen, "--frames", FRAMES, "--config", "configs/7scenes.yaml", *RUNS[label][1]]
+def sequence_args(context: BenchContext, sequence: str) -> list[str]:
+    """`--sequence` (and `--frames`) of "kitchen" (redkitchen FRAMES) or "tabletop" (all frames)."""
+    if sequence == "kitchen":
+        return ["--sequence", context.kitchen, "--frames", FRAMES]
+    return ["--sequence", context.tabletop]
 
 
-def run(context: BenchContext) -> tuple[list[Table], dict]:
-    measured: dict[str, Measured] = {}
-    out_dirs = {label: Path(context.work_dir) / "depth" / folder for label, (folder, _) in RUNS.items()}
-    for label in RUNS:
-        measured[label] = run_and_evaluate(run_args(context, label), out_dirs[label])
+def out_dir(context: BenchContext, folder: str) -> Path:
+    return Path(context.work_dir) / "depth" / folder
+
+
+def kitchen_runs(context: BenchContext) -> dict[str, tuple[list[str], Path]]:
+    """Row label of RUNS: the run's arguments and output folder."""
+    return {label: ([*sequence_args(context, "kitchen"), *args], out_dir(context, folder))
+            for label, (folder, args) in RUNS.items()}
+
+
+def kitchen_tables(context: BenchContext, runs: MeasuredRuns) -> tuple[list[Table], dict]:
+    """Sensor, classic and learned depth on redkitchen, the same-pixels comparison, the time
+    per stage, and the timed keyframe."""
+    out_dirs = {label: out for label, (_, out) in kitchen_runs(context).items()}
+    measured = {label: runs.get(args, out) for label, (args, out) in kitchen_runs(context).items()}
     accuracy = Table(
-        f"Depth and mesh accuracy: redkitchen {FRAMES}, ground-truth poses unless the row says otherwise",
+        f"Depth and mesh accuracy: redkitchen {FRAMES}, default settings, ground-truth poses unless the row "
+        "says otherwise",
         [f"{m.run.command} && python -m mvs.eval --out {out_dirs[label]}" for label, m in measured.items()],
         ["depth", "AbsRel", "delta < 1.25", "delta < 1.25^2", "completeness", "mesh F-score @ 5 cm", "keyframes"],
         "lrrrrrr",
         notes="Depth against the Kinect depth within (0, 10] m over the keyframes' maps; mesh against the mesh "
               "fused from sensor depth with ground-truth poses, culled to the views. The sensor row fuses the "
               "sensor's own maps (every frame): the ceiling of the mesh score. The tracked row's mesh is first "
-              "aligned to the ground truth by the SE(3) alignment of its trajectory (as `mvs.eval` does).",
+              "aligned to the ground truth by the SE(3) alignment of its trajectory (as `mvs.eval` does). No "
+              "`--config`: the input chooses the fusion range and the refinement of its poses to the colour "
+              "images from colour alone (config.yaml of each run gives the reasons).",
     )
     stages = Table(
         f"Time per stage and peak memory of those runs (seconds; {FRAMES} = 500 frames)",
@@ -188,3 +213,66 @@ def run(context: BenchContext) -> tuple[list[Table], dict]:
     print(f"  timing one keyframe {REPEATS} times", flush=True)
     keyframes, data["ms_per_keyframe"] = keyframe_table(open_sequence(context.kitchen), REPEATS)
     return [accuracy, same_pixels, stages, keyframes], data
+
+
+def adapt_runs(context: BenchContext) -> list[tuple[str, str, list[str], Path]]:
+    """The rows of the `--adapt` table: label, output folder, the run's arguments and output folder."""
+    return [(label, folder + suffix, [*sequence_args(context, sequence), "--poses", "gt", "--depth", "learned", *flag],
+             out_dir(context, folder + suffix))
+            for label, (folder, sequence) in ADAPT_SEQUENCES.items()
+            for suffix, flag in (("", []), ("_adapt", ["--adapt"]))]
+
+
+def adapt_table(context: BenchContext, runs: MeasuredRuns) -> tuple[Table, dict]:
+    """Learned depth with default settings and ground-truth poses, without and with `--adapt`,
+    on redkitchen FRAMES and the tabletop sample."""
+    rows = adapt_runs(context)
+    measured = {folder: runs.get(args, out) for _, folder, args, out in rows}
+    table = Table(
+        "Learned depth with default settings (no `--config`), ground-truth poses, without and with `--adapt`",
+        [f"{m.run.command} && python -m mvs.eval --out {out_dir(context, folder)}" for folder, m in measured.items()],
+        ["sequence", "`--adapt`", "AbsRel", "delta < 1.25", "mesh F-score @ 5 cm", "keyframes", "`--adapt` took",
+         "adaptation steps", "wall (whole command)"],
+        "llrrrrrrr",
+        notes="Depth against the sensor depth within (0, 10] m over the keyframes' maps; mesh against the mesh fused "
+              "from sensor depth with ground-truth poses. `--adapt` took: the seconds of the fine-tuning "
+              "(report.json `adaptation`), within the wall time of the whole command.",
+    )
+    data = {}
+    for label, folder, args, _ in rows:
+        m = measured[folder]
+        adaptation = m.report.get("adaptation") or {}
+        depth_metrics = m.evaluation.get("depth") or {}
+        adapted = "--adapt" in args
+        table.add_row(
+            label, "yes" if adapted else "no", fmt(depth_metrics.get("abs_rel")), fmt(depth_metrics.get("delta1")),
+            fmt(m.metric("mesh", "fscore")), str(m.report["keyframes"]),
+            fmt(adaptation.get("seconds"), 0, " s") if adapted else "—",
+            str(adaptation.get("steps", "—")) if adapted else "—", fmt(m.run.seconds, 0, " s"),
+        )
+        data[folder] = {"command": m.run.command, "seconds": m.run.seconds, "adaptation": adaptation,
+                        "depth": depth_metrics, "mesh": m.evaluation.get("mesh"), "keyframes": m.report["keyframes"]}
+    return table, data
+
+
+def run(context: BenchContext) -> tuple[list[Table], dict]:
+    """The groups `context.only` selects (all without it), in the order of `GROUPS`. Every
+    child runs before this process loads a model (see `mvs.bench.runs` on peak memory)."""
+    runs = MeasuredRuns()
+    children = [*(kitchen_runs(context).values() if selected(context, "kitchen") else ()),
+                *((args, out) for _, _, args, out in (adapt_runs(context) if selected(context, "adapt") else ()))]
+    for args, out in children:
+        runs.get(args, out)
+    tables: list[Table] = []
+    data: dict = {}
+    if selected(context, "kitchen"):
+        kitchen, kitchen_data = kitchen_tables(context, runs)
+        tables += kitchen
+        data.update(kitchen_data)
+    if selected(context, "adapt"):
+        table, data["adapt"] = adapt_table(context, runs)
+        tables.append(table)
+    if selected(context, "twoview"):
+        table, data["twoview"] = twoview.run(context)
+        tables.append(table)
+    return tables, data
