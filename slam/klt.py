@@ -25,7 +25,7 @@ class KLTConfig:
     min_distance_px: float = 12.0
     quality: float = 0.005
     window_px: int = 21
-    levels: int = 3
+    levels: int = 4
     forward_backward_px: float = 0.75
     border_px: int = 8
 
