@@ -3,13 +3,20 @@
 World frame: metres, +z up, the floor at z = 0 and the room centred on x = y = 0. Cameras
 follow the project convention (x right, y down, z forward; `world_T_cam_44` maps camera
 points to world points) and come from `look_at_world_T_cam_44` with world up +z, then a
-small roll about the optical axis. Textures live in `mvs/synth_textures.py`, the room's
-shell and furniture in `mvs/synth_geometry.py`, camera paths in `mvs/synth_paths.py`.
+small roll about the optical axis. This module builds the room (`RoomSpec` -> `Room`) and
+writes its frames; textures live in `mvs/synth_textures.py`, the room's shell, furniture and
+clutter in `mvs/synth_geometry.py`, camera paths in `mvs/synth_paths.py`, the training rooms'
+variety and camera tour in `mvs/synth_variety.py` and `mvs/synth_tour.py`, and the renderer
+(ray casting, shading, motion blur) in `mvs/synth_render.py`.
 
-Appearance is a solid texture evaluated at the world hit point (view independent), lit
-by an ambient term and one or two point lights with a Lambertian cosine and a mild
-distance falloff, without shadows. Every view is therefore exactly photo-consistent up
-to pixel sampling and JPEG compression (and to motion blur, when asked for).
+The default rooms' shading is view independent and without shadows (see
+`mvs/synth_render.py`), so every view is exactly photo-consistent up to pixel sampling and
+JPEG compression (and to motion blur, when asked for).
+
+Training rooms (`variety`, see `mvs/synth_variety.py`) are closer to real ones: sizes from
+a box room to a hall, clutter on the floor, faded wall textures, cast shadows, specular
+highlights that move with the viewpoint, and a camera tour (`mvs/synth_tour.py`) of
+close-ups and views across the room instead of the loop.
 
 Hard cases for tracking, on the same room and path:
 - fast motion (`speed` k): the path is sampled k times farther apart, k loops per sequence;
@@ -44,18 +51,21 @@ import numpy as np
 import open3d as o3d
 from tqdm import tqdm
 
-from mvs.geometry import backproject_depth_hw3, invert_pose_44, project_n2, transform_n3
-from mvs.synth_geometry import Part, furnish, quad_part, room_shell
+from mvs.synth_geometry import Footprint, Part, furnish, quad_part, room_shell, scatter_clutter
 from mvs.synth_paths import Trajectory, plan_blank_wall, random_path
+from mvs.synth_render import RoomRenderer, raycasting_scene
 from mvs.synth_textures import Material, albedo_n3, flat_material
+from mvs.synth_tour import FreeSpace, SurfaceSampler, TourPath, plan_tour
+from mvs.synth_variety import (
+    clutter_count, lamp, variety_rng, varied_ambient_rgb_3, varied_size_3, vary_materials,
+)
 from mvs.types import Camera
 
 ROOM_NAME_PATTERN = re.compile(
     r"synthetic/room(\d+)(_textureless)?(?:_fast(\d+(?:\.\d+)?))?(?:_blur(\d+(?:\.\d+)?))?(_blankwall)?"
 )
-BLUR_SAMPLE_SPACING_PX = 0.75
-"""Largest distance between the samples a motion streak is averaged from."""
-MAX_BLUR_SAMPLES = 96
+TARGET_WEIGHTS = [0.6, 0.25, 0.1, 0.05]
+"""How often a training room's tour looks at furniture and clutter, walls, floor, ceiling."""
 
 
 @dataclass
@@ -67,6 +77,9 @@ class RoomSpec:
     `textureless_walls` paints walls, floor and ceiling one flat colour (same geometry).
     `exposure` in [0, 1] is the fraction of the frame interval the shutter stays open
     (motion blur; 0 renders sharp frames). `blank_wall` adds the blank-wall detour.
+    `variety` makes a training room (see the module docstring): another size, clutter,
+    materials, lighting with shadows, and a camera tour in place of the loop (with which
+    `speed`, `exposure` and `blank_wall` do not combine).
     """
 
     seed: int
@@ -77,6 +90,7 @@ class RoomSpec:
     speed: float = 1.0
     exposure: float = 0.0
     blank_wall: bool = False
+    variety: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +109,8 @@ class Room:
     vertices_v3 (world metres), triangles_t3 (vertex indices), triangle_material_t (index
     into `materials`), world_T_cam_n44: the camera-to-world pose of every frame (at the
     middle of its exposure), frame_times_n: the time of every frame on `trajectory` (loops),
-    exposure_time: how long (loops) the shutter stays open, 0 for sharp frames.
+    exposure_time: how long (loops) the shutter stays open, 0 for sharp frames; `shadows`:
+    the lights cast shadows.
     """
 
     size_3: np.ndarray
@@ -107,9 +122,10 @@ class Room:
     ambient_rgb_3: np.ndarray
     camera: Camera
     world_T_cam_n44: np.ndarray
-    trajectory: Trajectory
+    trajectory: Trajectory | TourPath
     frame_times_n: np.ndarray
     exposure_time: float = 0.0
+    shadows: bool = False
 
     def frames_facing_blank_wall(self) -> np.ndarray:
         """Positions of the frames taken while the camera holds still facing the blank panel."""
@@ -169,8 +185,13 @@ def build_room(spec: RoomSpec) -> Room:
         )
     if spec.speed <= 0 or not 0 <= spec.exposure <= 1:
         raise ValueError(f"expected speed > 0 and exposure in [0, 1], got speed {spec.speed} and exposure {spec.exposure}")
+    if spec.variety and (spec.speed != 1 or spec.exposure > 0 or spec.blank_wall):
+        raise ValueError("a room with variety takes its own camera tour: expected speed 1, no exposure, no blank wall")
     rng = np.random.default_rng(spec.seed)
     size_3 = rng.uniform([4.0, 3.5, 2.5], [7.0, 6.0, 3.0])
+    extra_rng = variety_rng(spec.seed) if spec.variety else None
+    if extra_rng is not None:
+        size_3 = varied_size_3(extra_rng)
     path = random_path(rng, size_3)
     trajectory = Trajectory(path, plan_blank_wall(path, size_3) if spec.blank_wall else None)
     lights = _random_lights(rng, size_3)
@@ -179,16 +200,47 @@ def build_room(spec: RoomSpec) -> Room:
     parts = room_shell(rng, size_3, spec.textureless_walls, materials)
     wall = materials[0]
     dense_t_n = np.linspace(0.0, trajectory.period, int(round(2048 * trajectory.period)), endpoint=False)
-    parts += furnish(rng, size_3, trajectory.eye_n3(dense_t_n)[:, :2], materials)
+    footprints: list[Footprint] = []
+    parts += furnish(rng, size_3, trajectory.eye_n3(dense_t_n)[:, :2], materials, footprints)
     if trajectory.detour is not None:
         materials.append(flat_material(wall.base_rgb_3, evenly_lit=True))
         parts.append(quad_part(trajectory.detour.panel_corners_43(), len(materials) - 1, 2))
+    if extra_rng is not None:
+        return _varied_room(spec, extra_rng, size_3, parts, materials, lights, footprints)
     return _assemble_room(spec, size_3, parts, materials, lights, ambient_rgb_3, trajectory)
+
+
+def _varied_room(
+    spec: RoomSpec, rng: np.random.Generator, size_3: np.ndarray, parts: list[Part], materials: list[Material],
+    lights: list[Light], footprints: list[Footprint],
+) -> Room:
+    """The training room of `spec` (`variety`) from its shell and furniture: clutter, materials,
+    a lamp, darker ambient light with shadows, and a tour of 8-14 keyposes (more in larger rooms)."""
+    parts = parts + scatter_clutter(rng, size_3, clutter_count(rng, size_3), footprints, materials)
+    vary_materials(rng, materials)
+    space = FreeSpace(raycasting_scene(*_merged([(p.vertices_v3, p.triangles_t3) for p in parts])), size_3)
+    # room_shell's parts: four walls, the floor, the ceiling; then the furniture and clutter.
+    groups = [(p.vertices_v3, p.triangles_t3) for p in parts]
+    targets = SurfaceSampler([_merged(groups[6:]), _merged(groups[:4]), groups[4], groups[5]], TARGET_WEIGHTS)
+    keyposes = int(np.clip(round((size_3[0] + size_3[1]) / 1.5), 8, 14))
+    tour = plan_tour(rng, space, targets, keyposes)
+    candidates_n3 = rng.uniform([-size_3[0] / 2, -size_3[1] / 2, 0.8], [size_3[0] / 2, size_3[1] / 2, 1.9], (64, 3))
+    lamp_light = lamp(rng, candidates_n3[space.free_n(candidates_n3, 0.3)])
+    if lamp_light is not None:
+        lights = lights + [Light(*lamp_light)]
+    return _assemble_room(spec, size_3, parts, materials, lights, varied_ambient_rgb_3(rng), tour, shadows=True)
+
+
+def _merged(groups: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One (vertices, triangles) of several."""
+    offsets_g = np.cumsum([0] + [len(vertices_v3) for vertices_v3, _ in groups[:-1]])
+    return (np.concatenate([vertices_v3 for vertices_v3, _ in groups]),
+            np.concatenate([triangles_t3 + offset for (_, triangles_t3), offset in zip(groups, offsets_g)]))
 
 
 def _assemble_room(
     spec: RoomSpec, size_3: np.ndarray, parts: list[Part], materials: list[Material], lights: list[Light],
-    ambient_rgb_3: np.ndarray, trajectory: Trajectory,
+    ambient_rgb_3: np.ndarray, trajectory: Trajectory | TourPath, shadows: bool = False,
 ) -> Room:
     """The Room of `parts`, with `spec.num_frames` frames `spec.speed` loops along `trajectory`."""
     offsets_p = np.cumsum([0] + [len(p.vertices_v3) for p in parts[:-1]])
@@ -206,128 +258,9 @@ def _assemble_room(
         trajectory=trajectory,
         frame_times_n=frame_times_n,
         exposure_time=spec.exposure * spec.speed * trajectory.period / spec.num_frames,
+        shadows=shadows,
     )
 
-
-# ---------------------------------------------------------------------------------------
-# Rendering
-
-
-class RoomRenderer:
-    """Ray casts a `Room` through its camera: colour and z-depth of any camera pose."""
-
-    def __init__(self, room: Room) -> None:
-        self.room = room
-        self.scene = o3d.t.geometry.RaycastingScene()
-        self.scene.add_triangles(
-            o3d.core.Tensor(room.vertices_v3.astype(np.float32)), o3d.core.Tensor(room.triangles_t3.astype(np.uint32))
-        )
-        camera = room.camera
-        v_hw, u_hw = np.mgrid[0 : camera.height, 0 : camera.width].astype(np.float64)
-        # Rays with unit z in the camera frame: the hit parameter is the z-depth.
-        self.rays_cam_n3 = np.stack(
-            [(u_hw - camera.cx) / camera.fx, (v_hw - camera.cy) / camera.fy, np.ones_like(u_hw)], axis=-1
-        ).reshape(-1, 3).astype(np.float32)
-        self.ray_length_n = np.linalg.norm(self.rays_cam_n3, axis=1)
-        self.evenly_lit_m = np.array([material.evenly_lit for material in room.materials])
-
-    def render(self, world_T_cam_44: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W, 3) uint8 RGB and (H, W) float32 z-depth in metres (0 where nothing is hit)."""
-        camera = self.room.camera
-        # Single precision throughout: texture and shading need no more, and it halves the time.
-        directions_n3 = self.rays_cam_n3 @ world_T_cam_44[:3, :3].T.astype(np.float32)
-        origin_3 = world_T_cam_44[:3, 3].astype(np.float32)
-        rays_n6 = np.concatenate([np.broadcast_to(origin_3, directions_n3.shape), directions_n3], axis=1)
-        hits = self.scene.cast_rays(o3d.core.Tensor(rays_n6))
-        depth_n = hits["t_hit"].numpy()
-        hit_n = np.isfinite(depth_n)
-        depth_n = np.where(hit_n, depth_n, 0.0).astype(np.float32)
-        triangle_n = hits["primitive_ids"].numpy()[hit_n].astype(np.int64)
-        unit_n3 = directions_n3[hit_n] / self.ray_length_n[hit_n, None]
-        normal_n3 = hits["primitive_normals"].numpy()[hit_n]
-        normal_n3 *= -np.sign(np.sum(normal_n3 * unit_n3, axis=1, keepdims=True) + 1e-12)
-        points_n3 = origin_3 + directions_n3[hit_n] * depth_n[hit_n, None]
-        cos_view_n = np.maximum(-np.sum(normal_n3 * unit_n3, axis=1), 0.25)
-        footprint_n = depth_n[hit_n] * self.ray_length_n[hit_n] / (camera.fx * cos_view_n)
-        material_n = self.room.triangle_material_t[triangle_n]
-        rgb_n3 = self._albedo_n3(points_n3, material_n, footprint_n)
-        irradiance_n3 = self._irradiance_n3(points_n3, normal_n3)
-        irradiance_n3[self.evenly_lit_m[material_n]] = 1.0
-        rgb_n3 *= irradiance_n3
-        image_n3 = np.zeros((len(depth_n), 3), dtype=np.uint8)
-        image_n3[hit_n] = np.clip(rgb_n3 * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return image_n3.reshape(camera.height, camera.width, 3), depth_n.reshape(camera.height, camera.width)
-
-    def _albedo_n3(self, points_n3: np.ndarray, material_n: np.ndarray, footprint_n: np.ndarray) -> np.ndarray:
-        order_n = np.argsort(material_n, kind="stable")
-        ids_m, starts_m = np.unique(material_n[order_n], return_index=True)
-        rgb_n3 = np.empty((len(points_n3), 3))
-        for material_id, start, stop in zip(ids_m, starts_m, np.r_[starts_m[1:], len(order_n)]):
-            selected_n = order_n[start:stop]
-            rgb_n3[selected_n] = albedo_n3(self.room.materials[material_id], points_n3[selected_n], footprint_n[selected_n])
-        return rgb_n3
-
-    def _irradiance_n3(self, points_n3: np.ndarray, normal_n3: np.ndarray) -> np.ndarray:
-        """Ambient plus Lambertian point lights with falloff 1 / (1 + (d / 3 m)^2)."""
-        irradiance_n3 = np.broadcast_to(self.room.ambient_rgb_3, points_n3.shape).copy()
-        for light in self.room.lights:
-            to_light_n3 = light.position_3 - points_n3
-            distance_n = np.linalg.norm(to_light_n3, axis=1)
-            cos_n = np.maximum(np.sum(to_light_n3 * normal_n3, axis=1) / distance_n, 0.0)
-            irradiance_n3 += (cos_n / (1.0 + (distance_n / 3.0) ** 2))[:, None] * light.rgb_3
-        return irradiance_n3
-
-
-    def render_frame(self, position: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame `position` of the room: (H, W, 3) uint8 RGB, motion-blurred over the exposure
-        when the room has one, and (H, W) float32 z-depth (metres) at the frame's pose."""
-        room = self.room
-        world_T_cam_44 = room.world_T_cam_n44[position]
-        image_hw3, depth_hw = self.render(world_T_cam_44)
-        if room.exposure_time > 0:
-            half = room.exposure_time / 2
-            time = room.frame_times_n[position]
-            start_44, end_44 = room.trajectory.world_T_cam_n44(np.array([time - half, time + half]))
-            streak_hw2 = motion_streak_hw2(depth_hw, room.camera, world_T_cam_44, start_44, end_44)
-            image_hw3 = motion_blurred_hw3(image_hw3, streak_hw2)
-        return image_hw3, depth_hw
-
-
-def motion_streak_hw2(
-    depth_hw: np.ndarray, camera: Camera, world_T_cam_44: np.ndarray, world_T_start_44: np.ndarray,
-    world_T_end_44: np.ndarray,
-) -> np.ndarray:
-    """(H, W, 2) image motion (pixels) over an exposure of the point each pixel sees: its
-    projection at the end pose minus at the start pose, from its z-depth `depth_hw` (metres)
-    at `world_T_cam_44`; 0 where there is no depth or the point is behind either camera."""
-    points_cam_hw3 = backproject_depth_hw3(depth_hw, camera.K_33)
-    points_n3 = points_cam_hw3.reshape(-1, 3)
-    uv_start_n2, z_start_n = project_n2(transform_n3(invert_pose_44(world_T_start_44) @ world_T_cam_44, points_n3),
-                                        camera.K_33)
-    uv_end_n2, z_end_n = project_n2(transform_n3(invert_pose_44(world_T_end_44) @ world_T_cam_44, points_n3),
-                                    camera.K_33)
-    valid_n = (depth_hw.reshape(-1) > 0) & (z_start_n > 1e-6) & (z_end_n > 1e-6)
-    streak_n2 = np.where(valid_n[:, None], uv_end_n2 - uv_start_n2, 0.0)
-    return streak_n2.reshape(*depth_hw.shape, 2)
-
-
-def motion_blurred_hw3(image_hw3: np.ndarray, streak_hw2: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8: every pixel of `image_hw3` averaged along its motion streak
-    `streak_hw2` (pixels), centred on it, from samples at most `BLUR_SAMPLE_SPACING_PX`
-    apart (bilinear, edges replicated)."""
-    length = float(np.max(np.linalg.norm(streak_hw2, axis=-1), initial=0.0))
-    samples = int(min(MAX_BLUR_SAMPLES, np.ceil(length / BLUR_SAMPLE_SPACING_PX) + 1))
-    if samples < 2:
-        return image_hw3
-    height, width = image_hw3.shape[:2]
-    v_hw, u_hw = np.mgrid[0:height, 0:width].astype(np.float32)
-    streak_hw2 = streak_hw2.astype(np.float32)
-    source_hw3 = image_hw3.astype(np.float32)
-    sum_hw3 = np.zeros_like(source_hw3)
-    for fraction in ((np.arange(samples) + 0.5) / samples - 0.5).tolist():
-        sum_hw3 += cv2.remap(source_hw3, u_hw + fraction * streak_hw2[..., 0], v_hw + fraction * streak_hw2[..., 1],
-                             cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return np.clip(np.rint(sum_hw3 / samples), 0, 255).astype(np.uint8)
 
 # ---------------------------------------------------------------------------------------
 # Writing
@@ -392,8 +325,6 @@ def generate_room(spec: RoomSpec, out_dir: Path, progress: bool = True) -> Path:
             pass
     partial_dir.rename(out_dir)
     return out_dir
-
-
 
 
 def room_name(spec: RoomSpec) -> str:

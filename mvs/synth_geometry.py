@@ -202,9 +202,12 @@ def furniture_parts(
 
 
 def furnish(
-    rng: np.random.Generator, size_3: np.ndarray, path_xy_n2: np.ndarray, materials: list[Material]
+    rng: np.random.Generator, size_3: np.ndarray, path_xy_n2: np.ndarray, materials: list[Material],
+    footprints: list[Footprint] | None = None,
 ) -> list[Part]:
-    """6-12 objects along the walls, clear of the camera path by `CAMERA_CLEARANCE_M`."""
+    """6-12 objects along the walls, clear of the camera path by `CAMERA_CLEARANCE_M`, and of
+    `footprints` when given (the new pieces' footprints are appended to it)."""
+    footprints = [] if footprints is None else footprints
     hx, hy = size_3[0] / 2, size_3[1] / 2
     target = int(rng.integers(6, 13))
     kinds = ["box", "table", "cylinder", "shelf"]
@@ -212,7 +215,6 @@ def furnish(
     size_high = {"box": [1.0, 0.7, 1.0], "table": [1.5, 0.8, 0.78], "cylinder": [0.6, 0.6, 1.1], "shelf": [1.2, 0.4, 2.0]}
     # Wall k: inward normal and wall direction in the floor plane, half length, offset.
     walls = [((0, 1), (1, 0), hx, hy), ((-1, 0), (0, 1), hy, hx), ((0, -1), (-1, 0), hx, hy), ((1, 0), (0, -1), hy, hx)]
-    footprints: list[Footprint] = []
     parts: list[Part] = []
     placed = 0
     for _ in range(400):
@@ -243,4 +245,44 @@ def furnish(
         footprints.append(footprint)
         parts.extend(new_parts)
         placed += count
+    return parts
+
+
+CLUTTER_SIZE_RANGES = {
+    "table": ([0.6, 0.45, 0.42], [1.6, 0.9, 0.8]),
+    "box": ([0.25, 0.25, 0.2], [0.8, 0.7, 0.9]),
+    "small box": ([0.08, 0.08, 0.06], [0.3, 0.3, 0.25]),
+    "cylinder": ([0.1, 0.1, 0.15], [0.5, 0.5, 1.0]),
+}
+"""Least and greatest (width, depth, height) of the pieces `scatter_clutter` places, metres."""
+
+
+def scatter_clutter(
+    rng: np.random.Generator, size_3: np.ndarray, count: int, footprints: list[Footprint], materials: list[Material],
+    gap: float = 0.35,
+) -> list[Part]:
+    """`count` pieces anywhere on the floor, at any yaw: tables (often with an item on top),
+    boxes (sometimes stacked), small boxes, cylinders; `gap` metres clear of `footprints`
+    (extended with theirs) and 0.1 m of the walls."""
+    hx, hy = size_3[0] / 2, size_3[1] / 2
+    kinds = list(CLUTTER_SIZE_RANGES)
+    parts: list[Part] = []
+    placed = 0
+    for _ in range(100 * count):
+        if placed >= count:
+            break
+        kind = str(rng.choice(kinds, p=[0.3, 0.3, 0.2, 0.2]))
+        extents_3 = rng.uniform(*CLUTTER_SIZE_RANGES[kind])
+        if kind == "cylinder":
+            extents_3[1] = extents_3[0]
+        footprint = Footprint(rng.uniform([-hx, -hy], [hx, hy]), extents_3[:2] / 2, float(rng.uniform(-np.pi, np.pi)))
+        if not np.all(np.abs(footprint.corners_42()) < np.array([hx, hy]) - 0.1) or any(
+            footprint.overlaps(other, gap) for other in footprints
+        ):
+            continue
+        world_T_object_44 = yaw_pose_44(footprint.yaw, np.r_[footprint.centre_2, 0.0])
+        new_parts, _ = furniture_parts(rng, "box" if kind == "small box" else kind, extents_3, world_T_object_44, materials)
+        footprints.append(footprint)
+        parts.extend(new_parts)
+        placed += 1
     return parts

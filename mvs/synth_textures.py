@@ -29,7 +29,9 @@ class Material:
     mixes `base_rgb_3` towards `accent_rgb_3`; `pattern_frequency` is in cycles per metre,
     `pattern_offset_3` in cycles, `blob_wave_k3` / `blob_phase_k` shape the blobs.
     An `evenly_lit` surface shows its albedo as it is, whatever the lights (a uniform
-    colour stays one flat colour in the image, without shading gradients).
+    colour stays one flat colour in the image, without shading gradients). `specular` is
+    the strength of a Blinn-Phong highlight of exponent `shininess` (0: matte, the default,
+    and then every view of the surface agrees).
     """
 
     base_rgb_3: np.ndarray
@@ -46,6 +48,8 @@ class Material:
     local_T_world_44: np.ndarray
     salt: int
     evenly_lit: bool = False
+    specular: float = 0.0
+    shininess: float = 30.0
 
 
 def _soft_square_n(phase_n: np.ndarray, edge_n: np.ndarray) -> np.ndarray:

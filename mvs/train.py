@@ -1,11 +1,15 @@
 """Train the learned cost-to-depth model on synthetic rooms (never on evaluation data).
 
-    python -m mvs.train --name NAME [--rooms 24 --val-rooms 3 --steps N --resume]
+    python -m mvs.train --name NAME [--rooms 24 --val-rooms 3 --steps N --resume] [--loop-rooms]
 
 Rooms are rendered by `mvs.synth` at the working resolution into `--data-dir` (seeds from
 1000 for training, from 2000 for validation, so they never coincide with the rooms the
-benchmarks generate) and their frames cached as .npy arrays. Each sample is a reference
-and two source frames at good baselines, photometrically augmented frame by frame.
+benchmarks generate) and their frames cached as .npy arrays; by default they are training
+rooms with variety (`RoomSpec.variety`: sizes from a box room to a hall, clutter, shadows,
+highlights, a tour of close-ups and views across the room), `--loop-rooms` renders the
+default rooms with their loop instead. Each sample is a reference and two source frames at
+baselines up to wide ones, photometrically augmented frame by frame (`mvs/train_data.py`).
+The training log starts with how the references' true depths spread over 0.3-10 m.
 Checkpoints, a log and a loss-curve PNG go to `--runs-dir/NAME`; the model with its
 configs and validation metrics goes to `mvs/weights/NAME.pt` at every validation.
 """
@@ -25,50 +29,16 @@ import torch
 from tqdm import tqdm
 
 from mvs.depth_metrics import DepthMetrics, DepthMetricsAccumulator
-from mvs.geometry import invert_pose_44, make_pose_44
-from mvs.io.layout import open_sequence
 from mvs.losses import LossConfig, depth_loss
 from mvs.network import WEIGHTS_DIR, DepthNet, ModelConfig, load_model, resolve_weights_path, save_model
-from mvs.synth import RoomSpec, generate_room
-from mvs.types import Camera
-from slam.keyframes import KeyframeConfig, choose_sources
+from mvs.synth import RoomSpec
+from mvs.train_data import (
+    AugmentConfig, DepthRangeShares, RoomData, Sample, SamplingConfig, balance_references, collate,
+    depth_range_shares, draw_sample, prepare_room,
+)
 
 TRAIN_SEED_START = 1000
 VAL_SEED_START = 2000
-
-
-@dataclass
-class AugmentConfig:
-    """Per-frame photometric augmentation (images in [0, 1]) and pose noise.
-
-    gain_range: exposure gain; gamma_range: gamma; channel_gain: +- per-channel gain;
-    offset: +- brightness offset; noise_sigma_max: Gaussian noise std; blur_probability,
-    blur_sigma_range (pixels); motion_blur_probability, motion_blur_length_range (pixels);
-    jpeg_probability, jpeg_quality_range; vignetting_probability, vignetting_max (darkening
-    at the image corners); shading_probability, shading_amplitude: a smooth random gain field
-    (+- amplitude over a 4 x 3 grid, bicubic), light that changes across the image and from
-    view to view as real shading and specular sheen do; pose_noise_probability,
-    pose_noise_deg, pose_noise_m: Gaussian noise on each reference-to-source transform.
-    """
-
-    gain_range: tuple[float, float] = (0.7, 1.4)
-    gamma_range: tuple[float, float] = (0.8, 1.25)
-    channel_gain: float = 0.1
-    offset: float = 0.05
-    noise_sigma_max: float = 0.02
-    blur_probability: float = 0.3
-    blur_sigma_range: tuple[float, float] = (0.3, 1.2)
-    motion_blur_probability: float = 0.15
-    motion_blur_length_range: tuple[int, int] = (3, 7)
-    jpeg_probability: float = 0.5
-    jpeg_quality_range: tuple[int, int] = (40, 95)
-    vignetting_probability: float = 0.3
-    vignetting_max: float = 0.3
-    shading_probability: float = 0.5
-    shading_amplitude: float = 0.2
-    pose_noise_probability: float = 0.5
-    pose_noise_deg: float = 0.3
-    pose_noise_m: float = 0.005
 
 
 @dataclass
@@ -76,11 +46,13 @@ class TrainConfig:
     """Everything a training run needs (saved with the weights).
 
     rooms, val_rooms: synthetic rooms for training and for validation; every
-    `textureless_every`-th room has flat walls, floor and ceiling. frames_per_room: frames
-    along each room's camera loop. width, height: working resolution (pixels).
+    `textureless_every`-th room has flat walls, floor and ceiling; `room_variety`: training
+    rooms with variety (`RoomSpec.variety`), else the default rooms. frames_per_room: frames
+    along each room's camera path. width, height: working resolution (pixels).
     Learning rate: linear warm-up for `warmup_steps`, then cosine decay to `min_learning_rate`.
-    Source sampling: pose distances in [min_source_distance, max_source_distance], the
-    preferred distance drawn from `optimal_distance_range`. weights_dir: where NAME.pt goes
+    sampling: how sources are paired with a reference; augment: what each view and pose
+    goes through (`mvs/train_data.py`). depth_share_samples: references whose true depths
+    the log's depth-range shares are counted over. weights_dir: where NAME.pt goes
     (empty: the package's `mvs/weights`). init_weights: a model (name under mvs/weights or a
     .pt path) whose parameters training starts from, to fine-tune it (empty: random).
     """
@@ -98,9 +70,8 @@ class TrainConfig:
     height: int = 240
     frames_per_room: int = 200
     textureless_every: int = 4
-    min_source_distance: float = 0.05
-    max_source_distance: float = 0.5
-    optimal_distance_range: tuple[float, float] = (0.1, 0.3)
+    room_variety: bool = True
+    depth_share_samples: int = 256
     val_samples_per_room: int = 16
     val_every: int = 250
     checkpoint_every: int = 50
@@ -113,177 +84,35 @@ class TrainConfig:
     init_weights: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
-@dataclass
-class RoomData:
-    """A rendered room's frames held as (memory-mapped) arrays.
+def room_specs(config: TrainConfig) -> tuple[list[RoomSpec], list[RoomSpec]]:
+    """The training and the validation rooms."""
 
-    images_nhw3: uint8 RGB; depths_nhw: uint16 millimetres of z-depth (0 = nothing);
-    world_T_cam_n44: camera-to-world poses; camera: the intrinsics of the images.
-    """
+    def spec(seed: int, i: int) -> RoomSpec:
+        textureless = config.textureless_every > 0 and i % config.textureless_every == config.textureless_every - 1
+        return RoomSpec(seed, config.frames_per_room, config.width, config.height, textureless,
+                        variety=config.room_variety)
 
-    images_nhw3: np.ndarray
-    depths_nhw: np.ndarray
-    world_T_cam_n44: np.ndarray
-    camera: Camera
-
-
-@dataclass
-class Sample:
-    """One training example at the working resolution.
-
-    ref_image_3hw, src_images_n3hw: RGB in [0, 1]; K_33: intrinsics (pixels);
-    src_T_ref_n44: reference-to-source transforms (metres); depth_1hw: z-depth in metres
-    of the reference, 0 where unknown.
-    """
-
-    ref_image_3hw: torch.Tensor
-    src_images_n3hw: torch.Tensor
-    K_33: torch.Tensor
-    src_T_ref_n44: torch.Tensor
-    depth_1hw: torch.Tensor
-
-
-@dataclass
-class Batch:
-    """Samples stacked along a batch dimension (see `Sample` for units)."""
-
-    ref_image_b3hw: torch.Tensor
-    src_images_bn3hw: torch.Tensor
-    K_b33: torch.Tensor
-    src_T_ref_bn44: torch.Tensor
-    depth_b1hw: torch.Tensor
-
-
-def room_seeds(config: TrainConfig) -> tuple[list[tuple[int, bool]], list[tuple[int, bool]]]:
-    """(seed, textureless_walls) of the training and of the validation rooms."""
-
-    def textureless(i: int) -> bool:
-        return config.textureless_every > 0 and i % config.textureless_every == config.textureless_every - 1
-
-    train = [(TRAIN_SEED_START + i, textureless(i)) for i in range(config.rooms)]
-    val = [(VAL_SEED_START + i, textureless(i)) for i in range(config.val_rooms)]
+    train = [spec(TRAIN_SEED_START + i, i) for i in range(config.rooms)]
+    val = [spec(VAL_SEED_START + i, i) for i in range(config.val_rooms)]
     return train, val
 
 
-def prepare_room(seed: int, textureless_walls: bool, config: TrainConfig) -> RoomData:
-    """Render the room unless present, cache its frames as .npy unless cached, map them."""
-    suffix = "_textureless" if textureless_walls else ""
-    room_dir = Path(config.data_dir) / f"room{seed}{suffix}_{config.width}x{config.height}_{config.frames_per_room}"
-    if not room_dir.exists():
-        print(f"rendering training room {room_dir}", flush=True)
-        spec = RoomSpec(seed, config.frames_per_room, config.width, config.height, textureless_walls)
-        generate_room(spec, room_dir)
-    cache_dir = room_dir / "cache"
-    if not (cache_dir / "world_T_cam_n44.npy").exists():
-        sequence = open_sequence(str(room_dir.resolve()))
-        frames = list(sequence)
-        cache_dir.mkdir(exist_ok=True)
-        np.save(cache_dir / "images_nhw3.npy", np.stack([f.image_hw3 for f in frames]))
-        depths_mm = np.stack([np.rint(f.depth_hw * 1000.0) for f in frames]).clip(0, 65535).astype(np.uint16)
-        np.save(cache_dir / "depths_nhw.npy", depths_mm)
-        np.save(cache_dir / "K_33.npy", sequence.camera.K_33)
-        np.save(cache_dir / "world_T_cam_n44.npy", np.stack([f.world_T_cam_44 for f in frames]))
-    images_nhw3 = np.load(cache_dir / "images_nhw3.npy", mmap_mode="r")
-    return RoomData(
-        images_nhw3=images_nhw3,
-        depths_nhw=np.load(cache_dir / "depths_nhw.npy", mmap_mode="r"),
-        world_T_cam_n44=np.load(cache_dir / "world_T_cam_n44.npy"),
-        camera=Camera(np.load(cache_dir / "K_33.npy"), images_nhw3.shape[2], images_nhw3.shape[1]),
-    )
-
-
-def augment_image_hw3(image_hw3: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
-    """A uint8 RGB image as float32 in [0, 1] after exposure, colour, vignetting, blur,
-    noise and JPEG changes drawn from `rng`."""
-    x_hw3 = image_hw3.astype(np.float32) / 255.0
-    gamma = rng.uniform(*config.gamma_range)
-    gains_3 = rng.uniform(*config.gain_range) * rng.uniform(1 - config.channel_gain, 1 + config.channel_gain, 3)
-    x_hw3 = x_hw3**gamma * gains_3.astype(np.float32) + rng.uniform(-config.offset, config.offset)
-    height, width = x_hw3.shape[:2]
-    if rng.uniform() < config.vignetting_probability:
-        v_hw, u_hw = np.mgrid[0:height, 0:width].astype(np.float32)
-        radius_sq_hw = ((u_hw - width / 2) / (width / 2)) ** 2 + ((v_hw - height / 2) / (height / 2)) ** 2
-        x_hw3 *= (1.0 - rng.uniform(0, config.vignetting_max) * radius_sq_hw / 2.0)[..., None]
-    if rng.uniform() < config.shading_probability:
-        grid_34 = rng.uniform(1 - config.shading_amplitude, 1 + config.shading_amplitude, (3, 4)).astype(np.float32)
-        x_hw3 *= cv2.resize(grid_34, (width, height), interpolation=cv2.INTER_CUBIC)[..., None]
-    if rng.uniform() < config.blur_probability:
-        x_hw3 = cv2.GaussianBlur(x_hw3, (0, 0), rng.uniform(*config.blur_sigma_range))
-    if rng.uniform() < config.motion_blur_probability:
-        length = int(rng.integers(config.motion_blur_length_range[0], config.motion_blur_length_range[1] + 1))
-        kernel_kk = np.zeros((length, length), np.float32)
-        kernel_kk[length // 2] = 1.0 / length
-        rotation_23 = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), rng.uniform(0, 180), 1.0)
-        kernel_kk = cv2.warpAffine(kernel_kk, rotation_23, (length, length))
-        x_hw3 = cv2.filter2D(x_hw3, -1, kernel_kk / max(kernel_kk.sum(), 1e-6))
-    x_hw3 = x_hw3 + rng.normal(0.0, rng.uniform(0, config.noise_sigma_max), x_hw3.shape).astype(np.float32)
-    x_hw3 = np.clip(x_hw3, 0.0, 1.0)
-    if rng.uniform() < config.jpeg_probability:
-        quality = int(rng.integers(*config.jpeg_quality_range))
-        _, encoded = cv2.imencode(".jpg", np.rint(x_hw3 * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
-        x_hw3 = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255.0
-    return x_hw3
-
-
-def perturb_pose_44(a_T_b_44: np.ndarray, rng: np.random.Generator, sigma_deg: float, sigma_m: float) -> np.ndarray:
-    """a_T_b composed with a random rotation (Gaussian axis-angle, degrees) and translation."""
-    rotation_vector_3 = np.radians(rng.normal(0.0, sigma_deg, 3))
-    R_33, _ = cv2.Rodrigues(rotation_vector_3)
-    return make_pose_44(R_33, rng.normal(0.0, sigma_m, 3)) @ a_T_b_44
-
-
-def draw_sample(
-    room: RoomData, rng: np.random.Generator, config: TrainConfig, augment: bool, max_tries: int = 50
-) -> Sample:
-    """A random reference with two sources at good baselines (see `TrainConfig`)."""
-    poses = list(room.world_T_cam_n44)
-    for _ in range(max_tries):
-        reference = int(rng.integers(len(poses)))
-        optimal = rng.uniform(*config.optimal_distance_range) if augment else float(np.mean(config.optimal_distance_range))
-        keyframe_config = KeyframeConfig(
-            min_distance=config.min_source_distance,
-            max_distance=config.max_source_distance,
-            optimal_distance=optimal,
-            max_sources=2,
-        )
-        candidates = [i for i in range(len(poses)) if i != reference and (not augment or rng.uniform() < 0.7)]
-        sources = choose_sources(poses, reference, candidates, room.camera, keyframe_config)
-        if len(sources) == 2:
-            break
-    else:
-        raise ValueError(f"found no reference with two overlapping sources in {max_tries} tries")
-    frames = [reference, *sources]
-    if augment:
-        images = [augment_image_hw3(room.images_nhw3[i], rng, config.augment) for i in frames]
-    else:
-        images = [room.images_nhw3[i].astype(np.float32) / 255.0 for i in frames]
-    src_T_ref_n44 = np.stack([invert_pose_44(poses[s]) @ poses[reference] for s in sources])
-    if augment and rng.uniform() < config.augment.pose_noise_probability:
-        src_T_ref_n44 = np.stack(
-            [perturb_pose_44(T_44, rng, config.augment.pose_noise_deg, config.augment.pose_noise_m) for T_44 in src_T_ref_n44]
-        )
-    images_n3hw = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
-    return Sample(
-        ref_image_3hw=images_n3hw[0],
-        src_images_n3hw=images_n3hw[1:],
-        K_33=torch.from_numpy(room.camera.K_33).float(),
-        src_T_ref_n44=torch.from_numpy(src_T_ref_n44).float(),
-        depth_1hw=torch.from_numpy(room.depths_nhw[reference].astype(np.float32) / 1000.0)[None],
-    )
-
-
-def collate(samples: list[Sample]) -> Batch:
-    """Stack samples into a batch."""
-    return Batch(
-        ref_image_b3hw=torch.stack([s.ref_image_3hw for s in samples]),
-        src_images_bn3hw=torch.stack([s.src_images_n3hw for s in samples]),
-        K_b33=torch.stack([s.K_33 for s in samples]),
-        src_T_ref_bn44=torch.stack([s.src_T_ref_n44 for s in samples]),
-        depth_b1hw=torch.stack([s.depth_1hw for s in samples]),
-    )
+def training_depth_shares(
+    rooms: list[RoomData], room_probabilities_r: np.ndarray, config: TrainConfig
+) -> DepthRangeShares:
+    """How the true depths of `config.depth_share_samples` training references (rooms drawn
+    with `room_probabilities_r` as training draws them, from a generator of their own)
+    spread over the depth ranges."""
+    rng = np.random.default_rng(config.seed + 1)
+    depths = []
+    for _ in range(config.depth_share_samples):
+        room = rooms[int(rng.choice(len(rooms), p=room_probabilities_r))]
+        depths.append(draw_sample(room, rng, config.sampling, None).depth_1hw.numpy())
+    return depth_range_shares(depths)
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -362,11 +191,19 @@ def run(config: TrainConfig, resume: bool) -> DepthMetrics:
     if resume and not checkpoint_path.exists():
         raise ValueError(f"--resume: no checkpoint at {checkpoint_path}")
     print(f"training config:\n{dataclasses.asdict(config)}", flush=True)
-    train_seeds, val_seeds = room_seeds(config)
-    train_rooms = [prepare_room(seed, textureless, config) for seed, textureless in train_seeds]
-    val_rooms = [prepare_room(seed, textureless, config) for seed, textureless in val_seeds]
+    train_specs, val_specs = room_specs(config)
+    train_rooms = [prepare_room(spec, Path(config.data_dir)) for spec in train_specs]
+    val_rooms = [prepare_room(spec, Path(config.data_dir)) for spec in val_specs]
+    room_probabilities_r = np.full(len(train_rooms), 1.0 / len(train_rooms))
+    if config.sampling.balance_edges_m:
+        room_probabilities_r = balance_references(train_rooms, config.sampling.balance_edges_m,
+                                                  config.sampling.balance_max_ratio)
     val_rng = np.random.default_rng(12345)
-    val_samples = [draw_sample(room, val_rng, config, augment=False) for room in val_rooms for _ in range(config.val_samples_per_room)]
+    val_samples = [
+        draw_sample(room, val_rng, config.sampling, None) for room in val_rooms for _ in range(config.val_samples_per_room)
+    ]
+    shares = training_depth_shares(train_rooms, room_probabilities_r, config)
+    print(f"true depth of the training references: {shares.summary()}", flush=True)
 
     torch.manual_seed(config.seed)
     model = DepthNet(config.model)
@@ -407,8 +244,8 @@ def run(config: TrainConfig, resume: bool) -> DepthMetrics:
     for step in tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc="training", unit="step"):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
-        rooms = rng.integers(len(train_rooms), size=config.batch_size)
-        batch = collate([draw_sample(train_rooms[r], rng, config, augment=True) for r in rooms])
+        rooms = rng.choice(len(train_rooms), size=config.batch_size, p=room_probabilities_r)
+        batch = collate([draw_sample(train_rooms[r], rng, config.sampling, config.augment) for r in rooms])
         output = model(batch.ref_image_b3hw, batch.src_images_bn3hw, batch.K_b33, batch.src_T_ref_bn44)
         terms = depth_loss(output, batch.depth_b1hw, config.loss)
         optimizer.zero_grad(set_to_none=True)
@@ -454,12 +291,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="peak Adam learning rate")
     parser.add_argument("--frames-per-room", type=int, default=defaults.frames_per_room)
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, help="steps of linear warm-up")
     parser.add_argument("--val-every", type=int, default=defaults.val_every, help="steps between validations")
+    parser.add_argument("--val-samples", type=int, default=defaults.val_samples_per_room,
+                        help="validation samples per validation room")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads (0 = default)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--data-dir", default=defaults.data_dir, help="where training rooms are rendered")
     parser.add_argument("--runs-dir", default=defaults.runs_dir, help="checkpoints, log and loss curve")
     parser.add_argument("--resume", action="store_true", help="continue from runs-dir/NAME/checkpoint.pt")
+    parser.add_argument("--loop-rooms", action="store_true",
+                        help="train on the default rooms and their loop instead of rooms with variety")
     parser.add_argument("--init", default="", help="fine-tune: start from this model (name or .pt path)")
     args = parser.parse_args(argv)
     config = dataclasses.replace(
@@ -471,18 +313,23 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size,
         learning_rate=args.lr,
         frames_per_room=args.frames_per_room,
+        warmup_steps=args.warmup_steps,
         val_every=args.val_every,
+        val_samples_per_room=args.val_samples,
         threads=args.threads,
         seed=args.seed,
         data_dir=args.data_dir,
         runs_dir=args.runs_dir,
         init_weights=args.init,
+        room_variety=not args.loop_rooms,
     )
-    if config.rooms < 1 or config.val_rooms < 1 or config.steps < 1 or config.batch_size < 1:
+    if min(config.rooms, config.val_rooms, config.steps, config.batch_size, config.val_samples_per_room) < 1:
         raise ValueError(
-            f"expected --rooms, --val-rooms, --steps and --batch-size >= 1, got {config.rooms}, "
-            f"{config.val_rooms}, {config.steps}, {config.batch_size}"
+            f"expected --rooms, --val-rooms, --steps, --batch-size and --val-samples >= 1, got {config.rooms}, "
+            f"{config.val_rooms}, {config.steps}, {config.batch_size}, {config.val_samples_per_room}"
         )
+    if config.warmup_steps < 1:
+        raise ValueError(f"expected --warmup-steps >= 1, got {config.warmup_steps}")
     metrics = run(config, args.resume)
     print(f"final validation: {metrics.summary()}", flush=True)
 

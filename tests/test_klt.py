@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 
 from mvs.geometry import backproject_n3, invert_pose_44, project_n2, transform_n3
-from mvs.synth import RoomRenderer, RoomSpec, build_room
+from mvs.synth import RoomSpec, build_room
+from mvs.synth_render import RoomRenderer
 from slam.klt import KLTConfig, detect_corners_n2, track_points_n2
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mvs.geometry import invert_pose_44, make_pose_44, rotation_angle
-from mvs.synth import RoomRenderer, RoomSpec, build_room
+from mvs.synth import RoomSpec, build_room
+from mvs.synth_render import RoomRenderer
 from mvs.types import Frame, Sequence
 from slam.klt import KLTConfig
 from slam.refine import (

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from mvs.geometry import make_pose_44
-from mvs.synth import RoomRenderer, RoomSpec, build_room
+from mvs.synth import RoomSpec, build_room
+from mvs.synth_render import RoomRenderer
 from mvs.types import Camera, Frame, Sequence
 from slam.backend import reassociate
 from slam.frontend import MonocularTracker, VOConfig, track_sequence

@@ -16,7 +16,8 @@ from mvs.config import DepthConfig, FusionConfig, ReportConfig, RunConfig, Seque
 from mvs.geometry import make_pose_44, project_n2, transform_n3
 from mvs.io.layout import open_sequence
 from mvs.pipeline import UNJOINED_REASON, run
-from mvs.synth import RoomRenderer, RoomSpec, build_room
+from mvs.synth import RoomSpec, build_room
+from mvs.synth_render import RoomRenderer
 from mvs.types import Frame
 from slam.alignment import Similarity, ransac_similarity, umeyama_alignment
 from slam.frontend import MonocularTracker, track_sequence

@@ -9,8 +9,9 @@ import open3d as o3d
 import pytest
 
 from mvs.geometry import backproject_depth_hw3, invert_pose_44, project_n2, rotation_angle, transform_n3
-from mvs.synth import RoomRenderer, RoomSpec, build_room, ensure_room, generate_room, main, room_name, room_spec
+from mvs.synth import RoomSpec, build_room, ensure_room, generate_room, main, room_name, room_spec
 from mvs.synth_paths import HOLD_DISTANCE_M
+from mvs.synth_render import RoomRenderer
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +211,63 @@ def test_command_line_options_reach_the_written_frames(tmp_path, capsys):
     assert f"wrote 6 frames of 32x24 (color, depth, pose, intrinsic) and mesh.ply to {tmp_path / 'room'}" in (
         capsys.readouterr().out
     )
+
+
+@pytest.fixture(scope="module")
+def varied_room():
+    room = build_room(RoomSpec(seed=1001, num_frames=80, width=160, height=120, variety=True))
+    return room, RoomRenderer(room)
+
+
+def test_varied_room_keeps_the_default_rooms_as_they_were():
+    plain, varied = build_room(RoomSpec(seed=3)), build_room(RoomSpec(seed=3, variety=True))
+    # The same seed's default room draws nothing from the variety's own random stream.
+    again = build_room(RoomSpec(seed=3))
+    np.testing.assert_array_equal(plain.vertices_v3, again.vertices_v3)
+    np.testing.assert_array_equal(plain.world_T_cam_n44, again.world_T_cam_n44)
+    assert not plain.shadows and varied.shadows
+    assert all(material.specular == 0 for material in plain.materials)
+    assert not np.array_equal(plain.size_3, varied.size_3)
+    with pytest.raises(ValueError, match="own camera tour"):
+        build_room(RoomSpec(seed=3, variety=True, blank_wall=True))
+
+
+def test_varied_room_tour_keeps_clear_and_looks_near_and_far(varied_room):
+    room, renderer = varied_room
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(room.vertices_v3.astype(np.float32)),
+                        o3d.core.Tensor(room.triangles_t3.astype(np.uint32)))
+    eyes_n3 = room.world_T_cam_n44[:, :3, 3]
+    distance_n = scene.compute_distance(o3d.core.Tensor(eyes_n3.astype(np.float32))).numpy()
+    # Every camera centre stays CLEARANCE_M (0.3 m) from all geometry, up to the 1 cm tremor.
+    assert distance_n.min() > 0.29
+    assert np.all(np.abs(eyes_n3[:, :2]) < room.size_3[:2] / 2)
+    assert np.all((eyes_n3[:, 2] > 0) & (eyes_n3[:, 2] < room.size_3[2]))
+    medians_n = []
+    for position in range(0, len(eyes_n3), 4):
+        _, depth_hw = renderer.render_frame(position)
+        assert (depth_hw > 0).all() and depth_hw.min() > 0.2
+        medians_n.append(np.median(depth_hw))
+    # Close-ups and views across the room on one tour.
+    assert min(medians_n) < 1.0 and max(medians_n) > 2.5
+
+
+def test_shadows_only_darken_and_highlights_only_brighten(varied_room):
+    room, renderer = varied_room
+    world_T_cam_44 = room.world_T_cam_n44[10]
+    lit_hw3, _ = renderer.render(world_T_cam_44)
+    room.shadows = False
+    try:
+        unshadowed_hw3, _ = renderer.render(world_T_cam_44)
+    finally:
+        room.shadows = True
+    difference_hw3 = unshadowed_hw3.astype(int) - lit_hw3.astype(int)
+    assert difference_hw3.min() >= 0 and (difference_hw3.max(axis=2) > 10).mean() > 0.01
+    specular_m = renderer.specular_m.copy()
+    assert specular_m.max() > 0
+    renderer.specular_m[:] = 0
+    try:
+        matte_hw3, _ = renderer.render(world_T_cam_44)
+    finally:
+        renderer.specular_m[:] = specular_m
+    assert (lit_hw3.astype(int) - matte_hw3.astype(int)).min() >= 0

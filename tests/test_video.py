@@ -13,7 +13,8 @@ import pytest
 from mvs.io import video as video_module
 from mvs.io.layout import open_sequence
 from mvs.run import main
-from mvs.synth import RoomRenderer, RoomSpec, build_room
+from mvs.synth import RoomSpec, build_room
+from mvs.synth_render import RoomRenderer
 from slam.trajectory import evaluate_trajectory, read_tum_trajectory
 
 NUM_FRAMES = 60
