@@ -71,7 +71,10 @@ class DepthConfig:
     `auto`: the sensor's depth when the sequence has it, else `learned`.
 
     keyframes: `auto` (a depth map per keyframe) or `all` (every selected frame).
-    near, far: depth range of the sweep (metres); estimates outside it are dropped.
+    near, far: depth range of the sweep (metres); estimates outside it are dropped. A run
+        chooses them, and `keyframe.overlap_depths`, from the scene's depth unless the
+        --config file or a flag sets them (mvs/depth_range.py); these defaults, the learned
+        model's trained range, stay when too few depths are found.
     num_hypotheses: fronto-parallel planes of the classic sweep, uniform in inverse depth
         (a learned model keeps the hypotheses it was trained with).
     working_width, working_height: resolution (pixels) inputs are resized to.

@@ -30,7 +30,7 @@ from mvs.io.export import write_interop
 from mvs.io.imported_poses import colmap_sfm_poses, imported_poses
 from mvs.io.intrinsics import parse_intrinsics
 from mvs.io.layout import open_sequence
-from mvs.io.settings import describe_capture, with_input_settings
+from mvs.io.settings import describe_capture, with_input_settings, with_scene_settings
 from mvs.report import write_report_html
 from mvs.types import Camera, Frame, Sequence
 from slam.frontend import track_sequence
@@ -313,17 +313,13 @@ def make_estimator(config: DepthConfig, device: str) -> DepthEstimator:
 
 
 def plan_keyframes(
-    sequence: Sequence, poses: TrackingResult, config: DepthConfig, report: RunReport
+    sequence: Sequence, poses: TrackingResult, config: DepthConfig
 ) -> tuple[list[int], KeyframeSelection]:
     """The posed dataset indices, and the keyframes planned over them with their source
-    frames (positions in that list); keyframes whose candidate sources do not overlap them
-    get no plan and are counted in `report.skipped`."""
+    frames (positions in that list)."""
     posed = [i for i in sequence.indices if i in poses.world_T_cam_44]
-    selection = select_keyframes([poses.world_T_cam_44[i] for i in posed], sequence.camera, config.keyframe, config.keyframes)
-    for position in selection.unplanned_indices:
-        report.skipped[posed[position]] = "no overlapping source frames"
-    report.keyframes = len(selection.keyframe_indices)
-    return posed, selection
+    world_T_cam_n44 = [poses.world_T_cam_44[i] for i in posed]
+    return posed, select_keyframes(world_T_cam_n44, sequence.camera, config.keyframe, config.keyframes)
 
 
 def plane_sweep_depth_maps(
@@ -376,19 +372,35 @@ def depth_maps(
     sequence: Sequence, poses: TrackingResult, config: RunConfig, report: RunReport, out_dir: Path
 ) -> tuple[int, Iterator[DepthMap]]:
     """Depth maps from the source `config.depth.source` names, and the number of frames
-    they are drawn from (the progress bar's total)."""
+    they are drawn from (the progress bar's total).
+
+    A plane sweep first adapts the learned model (`--adapt`), then takes the settings the
+    scene's depth range chooses (`with_scene_settings`, with the adapted model; saved to
+    config.yaml) and plans its keyframes with them; keyframes whose candidate sources do not
+    overlap them get no plan and are counted in `report.skipped`.
+    """
     if config.depth.source == "sensor":
         return len(sequence), sensor_depth_maps(sequence, poses, report)
-    posed, selection = plan_keyframes(sequence, poses, config.depth, report)
+    posed, selection = plan_keyframes(sequence, poses, config.depth)
+    weights = config.depth.weights
     if config.depth.adapt.enabled:
         with timed(report, "adapt"):
             adaptation = adapt_to_sequence(
-                sequence, poses.world_T_cam_44, posed, selection.plans, config.depth.weights, config.depth.adapt,
-                config.device, out_dir,
+                sequence, poses.world_T_cam_44, posed, selection.plans, weights, config.depth.adapt, config.device,
+                out_dir,
             )
         report.adaptation = asdict(adaptation)
         report.outputs.append(adaptation.weights)
-        config = replace(config, depth=replace(config.depth, weights=adaptation.weights))
+        weights = adaptation.weights
+    with timed(report, "depth range"):
+        config, scene_line = with_scene_settings(config, sequence, poses, selection.plans, weights)
+    print(scene_line)
+    report.settings = list(config.settings)
+    write_text_atomic(out_dir / "config.yaml", to_yaml(config))
+    posed, selection = plan_keyframes(sequence, poses, config.depth)
+    report.skipped.update({posed[k]: "no overlapping source frames" for k in selection.unplanned_indices})
+    report.keyframes = len(selection.keyframe_indices)
+    config = replace(config, depth=replace(config.depth, weights=weights))
     return len(selection.plans), plane_sweep_depth_maps(sequence, poses, posed, selection, config, report, out_dir)
 
 

@@ -26,7 +26,8 @@ class KeyframeConfig:
     optimal_distance: the preferred distance; sources closest to it are chosen first.
     max_view_angle_deg: largest angle between the optical axes of reference and source.
     min_overlap: share of the reference's view (sampled at `overlap_depths`, metres) that a
-        source must see.
+        source must see. A run measures the overlap at the scene's own depths
+        (mvs/depth_range.py); these defaults serve where none are known.
     max_sources: at most this many sources per reference.
     min_translation: sources closer than this to the reference (metres of camera travel) are
         used only when no candidate is farther: turning on the spot gives no parallax.

@@ -24,6 +24,17 @@ def test_every_preset_maps_onto_dataclass_fields(preset):
     assert config.fusion.voxel_size > 0
 
 
+def test_no_preset_sets_the_depth_path():
+    # A plane sweep's depth range and overlap depths come from the scene (mvs/depth_range.py);
+    # a dataset's preset sets nothing of the depth path, and the defaults leave them out.
+    for preset in sorted(CONFIGS.glob("*.yaml")):
+        depth = load_yaml(preset).get("depth", {})
+        if preset.name == "default.yaml":
+            assert not {"near", "far", "keyframe"} & set(depth)
+        else:
+            assert depth == {}, f"{preset.name} sets {depth}"
+
+
 def test_command_line_overrides_yaml_which_overrides_defaults(tmp_path):
     preset = tmp_path / "preset.yaml"
     preset.write_text("fusion:\n  voxel_size: 0.05\n  depth_max: 3.0\nsequence:\n  frames: '0:10'\n")

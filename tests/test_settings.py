@@ -13,7 +13,7 @@ import yaml
 
 from mvs.config import RunConfig, Setting, flat_keys, load_yaml
 from mvs.io.layout import open_sequence
-from mvs.io.settings import describe_capture, sample_depth, with_input_settings
+from mvs.io.settings import SCENE_KEYS, describe_capture, sample_depth, with_input_settings
 from mvs.pipeline import describe_settings, resolve_sources
 from mvs.run import build_config, main, parse_args
 
@@ -132,10 +132,10 @@ def test_the_kitchen_gets_what_its_preset_sets_each_with_a_reason(odometry_confi
     assert "not synchronised" in settings["tracking.refine_gt"].reason
     assert "colour alone" in settings["tracking.refine.depth_sigma_relative"].reason
 
-    # The preset keeps only what the input cannot say: the voxel size (the default) and the
-    # classic sweep's depth range; everything else it once set is chosen above.
+    # The preset keeps only the voxel size (the default): everything else it once set is chosen
+    # above, and a plane sweep's depth range from the scene (tests/test_depth_range.py).
     preset = flat_keys(load_yaml(PRESET_7SCENES))
-    assert set(preset) == {"fusion.voxel_size", "depth.near", "depth.far"}
+    assert set(preset) == {"fusion.voxel_size"}
     assert preset["fusion.voxel_size"] == RunConfig().fusion.voxel_size
 
     _, settings = input_settings("--sequence", str(KITCHEN), "--poses", "gt", "--depth", "sensor")
@@ -183,7 +183,7 @@ def test_the_config_file_and_the_flags_win_over_the_input(tmp_path, odometry_con
 def test_config_yaml_and_report_json_say_what_was_chosen_and_why(small_room, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--device", "cpu", "--no-render", "--sequence", str(small_room), "--out", str(out),
-                 "--frames", "0:10", "--voxel-size", "0.05"]) == 0
+                 "--frames", "0:10", "--voxel-size", "0.05", "--depth", "classic"]) == 0
     console = capsys.readouterr().out
     saved = yaml.safe_load((out / "config.yaml").read_text())["settings"]
     reported = json.loads((out / "report.json").read_text())["settings"]
@@ -195,7 +195,17 @@ def test_config_yaml_and_report_json_say_what_was_chosen_and_why(small_room, tmp
     assert depth_max["source"] == "input" and "the sensor's depth reaches" in depth_max["reason"]
     line = next(line for line in console.splitlines() if line.startswith("settings:"))
     assert f"fusion.depth_max {depth_max['value']}" in line and "from flags" in line
+    # The sweep's depth range and overlap depths, from the scene once the poses are known: a first
+    # pass of the learned model over the dataset's poses, never the sensor's depth.
+    near, far, overlap = (by_key[key] for key in SCENE_KEYS)
+    assert {near["source"], far["source"], overlap["source"]} == {"input"}
+    assert 0 < near["value"] < overlap["value"][0] < overlap["value"][2] < far["value"]
+    assert "the scene's depth" in near["reason"] and "the learned model confirms" in far["reason"]
+    saved_depth = yaml.safe_load((out / "config.yaml").read_text())["depth"]
+    assert (saved_depth["near"], saved_depth["far"]) == (near["value"], far["value"])
+    line = next(line for line in console.splitlines() if line.startswith("depth range:"))
+    assert f"{near['value']:.2f}-{far['value']:.2f} m" in line
     # A saved config.yaml reads back as a --config file, its settings replaced by the new record.
     rerun = build_config(parse_args(["--config", str(out / "config.yaml"), "--device", "cpu"]))
-    assert rerun.fusion.depth_max == depth_max["value"]
+    assert rerun.fusion.depth_max == depth_max["value"] and rerun.depth.near == near["value"]
     assert {s.source for s in rerun.settings} == {"config", "flag"}

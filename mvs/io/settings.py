@@ -21,6 +21,11 @@ What is chosen, each with its reason (`Setting`), for the sources the run uses:
 A video or an image folder without depth shows none of this: the defaults stay. Nothing in
 the input speaks for the monocular tracker's tuning (`tracking.vo`): it is never chosen here.
 
+Once the poses are known, what the scene shows (`with_scene_settings`, mvs/depth_range.py):
+the depth range of a plane sweep (`depth.near`, `depth.far`) and the depths at which the
+keyframe planner measures view overlap (`depth.keyframe.overlap_depths`), from the map or a
+first pass of the learned model, never from the sensor's depth.
+
 Precedence: the defaults, then these, then the `--config` file, then the flags; a key the
 file or a flag set (listed in `RunConfig.settings` already) is never chosen here.
 """
@@ -29,13 +34,16 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 
 from mvs.config import RunConfig, Setting, update_dataclass
+from mvs.depth_range import MARGIN, OVERLAP_PERCENTILES, estimate_scene_range
 from mvs.types import Capture, Sequence
+from slam.keyframes import KeyframePlan
+from slam.result import METRES, TrackingResult
 
 SAMPLED_FRAMES = 8
 """Frames, spread evenly over the selection, whose sensor depth is sampled."""
@@ -55,6 +63,8 @@ bins leave representable values unseen and would look coarse."""
 MODEL_ODOMETRY_WIDTH = 320
 MODEL_ODOMETRY_ITERATIONS = (6, 3, 1)
 UNITS = {1e-3: "mm", 2e-4: "1/5000 m"}
+SCENE_KEYS = ("depth.near", "depth.far", "depth.keyframe.overlap_depths")
+"""The keys the scene's depth range chooses (`with_scene_settings`)."""
 Choose = Callable[[str, Any, str], None]
 """Sets a dotted key to a value for a reason (unless the user set it)."""
 
@@ -136,13 +146,7 @@ def with_input_settings(config: RunConfig, sequence: Sequence) -> RunConfig:
     """A copy of `config` (its sources resolved) with the settings the input chooses for the
     keys its `settings` do not list yet, each appended there with its reason."""
     config = copy.deepcopy(config)
-    listed = {setting.key for setting in config.settings}
-
-    def choose(key: str, value: Any, reason: str) -> None:
-        if key not in listed:
-            update_dataclass(config, _nested(key, value), "the input")
-            config.settings.append(Setting(key, value, "input", reason))
-
+    choose = _chooser(config)
     sample = sample_depth(sequence)
     if sample is not None:
         _choose_fusion_range(choose, sample)
@@ -158,6 +162,49 @@ def with_input_settings(config: RunConfig, sequence: Sequence) -> RunConfig:
                    "refined from colour alone: poses fitted to the sensor's depth would make scores against "
                    "it circular")
     return config
+
+
+def with_scene_settings(
+    config: RunConfig, sequence: Sequence, poses: TrackingResult, plans: list[KeyframePlan], weights: str
+) -> tuple[RunConfig, str]:
+    """A copy of `config` with the settings the scene's depth range chooses for a plane sweep
+    (`mvs.depth_range.estimate_scene_range`: from the map of `poses`, else a first pass of
+    the learned model `weights` over some of the keyframe `plans`), for the keys its
+    `settings` do not list yet, each appended there with its reason; and a line for the
+    console saying what the sweep uses. With every key listed, nothing is estimated."""
+    config = copy.deepcopy(config)
+    if {setting.key for setting in config.settings}.issuperset(SCENE_KEYS):
+        return config, f"depth range: {_describe_sweep(config, poses)}, as the --config file and flags set it"
+    scene = estimate_scene_range(sequence, poses, plans, replace(config.depth, weights=weights), config.device)
+    if scene is None:
+        return config, f"depth range: {_describe_sweep(config, poses)}; too few depths to estimate the scene's"
+    choose = _chooser(config)
+    choose("depth.near", scene.near, f"{scene.describe()}, divided by {MARGIN:g}")
+    choose("depth.far", scene.far, f"{scene.describe()}, times {MARGIN:g}")
+    percentiles = ", ".join(f"{p:g}" for p in OVERLAP_PERCENTILES)
+    choose("depth.keyframe.overlap_depths", scene.overlap_depths,
+           f"the scene's depth: its {percentiles} % percentiles, of {scene.evidence}")
+    return config, f"depth range: {_describe_sweep(config, poses)}; from {scene.evidence}"
+
+
+def _describe_sweep(config: RunConfig, poses: TrackingResult) -> str:
+    """The depth range and overlap depths a plane sweep uses, in a few words."""
+    units = "m" if poses.scale == METRES else "tracking units"
+    overlap = ", ".join(f"{d:.2f}" for d in config.depth.keyframe.overlap_depths)
+    return f"{config.depth.near:.2f}-{config.depth.far:.2f} {units}, view overlap measured at {overlap} {units}"
+
+
+def _chooser(config: RunConfig) -> Choose:
+    """Sets a dotted key of `config` for a reason and records it in `config.settings`, unless
+    `settings` lists the key already (the --config file or a flag set it)."""
+    listed = {setting.key for setting in config.settings}
+
+    def choose(key: str, value: Any, reason: str) -> None:
+        if key not in listed:
+            update_dataclass(config, _nested(key, value), "the input")
+            config.settings.append(Setting(key, value, "input", reason))
+
+    return choose
 
 
 def _choose_fusion_range(choose: Choose, sample: DepthSample) -> None:
