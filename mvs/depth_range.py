@@ -25,7 +25,6 @@ from tqdm import tqdm
 from mvs.config import DepthConfig
 from mvs.depth import LearnedDepthEstimator
 from mvs.geometry import invert_pose_44, transform_n3
-from mvs.network import load_model, resolve_weights_path
 from mvs.types import Frame, Sequence
 from slam.keyframes import KeyframePlan
 from slam.result import METRES, TrackingResult
@@ -102,8 +101,9 @@ def first_pass_depths_n(
         return np.zeros(0), 0
     posed = [i for i in sequence.indices if i in poses.world_T_cam_44]
     chosen = [plans[k] for k in np.unique(np.linspace(0, len(plans) - 1, FIRST_PASS_KEYFRAMES).round().astype(int))]
-    trained = load_model(resolve_weights_path(config.weights)).model.config
-    estimator = LearnedDepthEstimator(replace(config, near=trained.near, far=trained.far), device)
+    estimator = LearnedDepthEstimator(config, device)
+    trained = estimator.model.config
+    estimator.config = replace(config, near=trained.near, far=trained.far)
 
     def posed_frame(position: int) -> Frame | None:
         frame = sequence.readable_frame(posed[position])

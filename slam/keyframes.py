@@ -139,9 +139,7 @@ def choose_sources(
         & (distances_c <= config.max_distance)
         & (view_angles_deg_n(world_T_ref_44, world_T_src_c44) <= config.max_view_angle_deg)
     )
-    if keep_c.any():
-        overlaps_k = view_overlaps_n(world_T_ref_44, world_T_src_c44[keep_c], camera, config.overlap_depths)
-        keep_c[keep_c] = overlaps_k >= config.min_overlap
+    keep_c = _overlapping_c(keep_c, world_T_ref_44, world_T_src_c44, camera, config.overlap_depths, config.min_overlap)
     return _best_sources(candidate_indices, world_T_ref_44, world_T_src_c44, keep_c, config)
 
 
@@ -165,10 +163,26 @@ def fallback_sources(
     translations_c = np.linalg.norm(world_T_src_c44[:, :3, 3] - world_T_ref_44[:3, 3], axis=1)
     parallax_px_c = camera.fx * translations_c * (1.0 / min(config.overlap_depths) - 1.0 / max(config.overlap_depths))
     keep_c = parallax_px_c >= config.fallback_min_parallax_px
-    if keep_c.any():
-        overlaps_k = view_overlaps_n(world_T_ref_44, world_T_src_c44[keep_c], camera, config.overlap_depths)
-        keep_c[keep_c] = overlaps_k >= config.fallback_min_overlap
+    keep_c = _overlapping_c(
+        keep_c, world_T_ref_44, world_T_src_c44, camera, config.overlap_depths, config.fallback_min_overlap
+    )
     return _best_sources(candidate_indices, world_T_ref_44, world_T_src_c44, keep_c, config)
+
+
+def _overlapping_c(
+    keep_c: np.ndarray,
+    world_T_ref_44: np.ndarray,
+    world_T_src_c44: np.ndarray,
+    camera: Camera,
+    overlap_depths: tuple[float, ...],
+    min_overlap: float,
+) -> np.ndarray:
+    """`keep_c` (C,) narrowed to the candidates that see at least `min_overlap` of the
+    reference's view (`view_overlaps_n`, measured only for those kept so far)."""
+    keep_c = keep_c.copy()
+    if keep_c.any():
+        keep_c[keep_c] = view_overlaps_n(world_T_ref_44, world_T_src_c44[keep_c], camera, overlap_depths) >= min_overlap
+    return keep_c
 
 
 def _best_sources(
