@@ -374,33 +374,31 @@ def depth_maps(
     """Depth maps from the source `config.depth.source` names, and the number of frames
     they are drawn from (the progress bar's total).
 
-    A plane sweep first adapts the learned model (`--adapt`), then takes the settings the
-    scene's depth range chooses (`with_scene_settings`, with the adapted model; saved to
-    config.yaml) and plans its keyframes with them; keyframes whose candidate sources do not
-    overlap them get no plan and are counted in `report.skipped`.
+    A plane sweep first takes the settings the scene's depth range chooses
+    (`with_scene_settings`; saved to config.yaml) and plans its keyframes with them, then
+    adapts the learned model to those keyframes (`--adapt`); keyframes whose candidate sources
+    do not overlap get no plan and are counted in `report.skipped`.
     """
     if config.depth.source == "sensor":
         return len(sequence), sensor_depth_maps(sequence, poses, report)
-    posed, selection = plan_keyframes(sequence, poses, config.depth)
-    weights = config.depth.weights
-    if config.depth.adapt.enabled:
-        with timed(report, "adapt"):
-            adaptation = adapt_to_sequence(
-                sequence, poses.world_T_cam_44, posed, selection.plans, weights, config.depth.adapt, config.device,
-                out_dir,
-            )
-        report.adaptation = asdict(adaptation)
-        report.outputs.append(adaptation.weights)
-        weights = adaptation.weights
+    _, first_plan = plan_keyframes(sequence, poses, config.depth)
     with timed(report, "depth range"):
-        config, scene_line = with_scene_settings(config, sequence, poses, selection.plans, weights)
+        config, scene_line = with_scene_settings(config, sequence, poses, first_plan.plans)
     print(scene_line)
     report.settings = list(config.settings)
     write_text_atomic(out_dir / "config.yaml", to_yaml(config))
     posed, selection = plan_keyframes(sequence, poses, config.depth)
     report.skipped.update({posed[k]: "no overlapping source frames" for k in selection.unplanned_indices})
     report.keyframes = len(selection.keyframe_indices)
-    config = replace(config, depth=replace(config.depth, weights=weights))
+    if config.depth.adapt.enabled:
+        with timed(report, "adapt"):
+            adaptation = adapt_to_sequence(
+                sequence, poses.world_T_cam_44, posed, selection.plans, config.depth.weights, config.depth.adapt,
+                config.device, out_dir,
+            )
+        report.adaptation = asdict(adaptation)
+        report.outputs.append(adaptation.weights)
+        config = replace(config, depth=replace(config.depth, weights=adaptation.weights))
     return len(selection.plans), plane_sweep_depth_maps(sequence, poses, posed, selection, config, report, out_dir)
 
 

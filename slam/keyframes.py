@@ -3,11 +3,16 @@
 Poses are `world_T_cam_44` (camera-to-world, metres). The distance between two poses is the
 one of DeepVideoMVS: sqrt(||t_rel||^2 + (2/3) trace(I - R_rel)) for the relative motion
 (R_rel, t_rel), so 0.1 is about 10 cm of translation or 7 degrees of rotation.
+
+Parallax is camera travel over depth: the planner measures travel in units of the scene's
+depth (`KeyframeConfig.depth_scale`), so its distances, given for a room seen at
+`reference_depth`, give a desk seen from 0.4 m the same parallax with baselines six times
+shorter, and a trajectory in the tracker's own units the same plan as in metres.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,9 +34,13 @@ class KeyframeConfig:
         source must see. A run measures the overlap at the scene's own depths
         (mvs/depth_range.py); these defaults serve where none are known.
     max_sources: at most this many sources per reference.
-    min_translation: sources closer than this to the reference (metres of camera travel) are
+    min_translation: sources closer than this to the reference (camera travel) are
         used only when no candidate is farther: turning on the spot gives no parallax.
     search_keyframes: in `auto` mode, how many keyframes around each keyframe are candidates.
+    reference_depth: the scene's median depth (metres) the distances above are given for;
+        travel counts relative to the median of `overlap_depths` (`depth_scale`). 2.3 m is
+        the median depth of the corners triangulated in the synthetic room the distances were
+        chosen and the model trained on (room0: 2.28 m; the kitchen: 2.40 m).
     fallback_min_overlap, fallback_min_parallax_px: when no candidate meets the limits above
         (they choose the best of many views, and a reference with few neighbours may have
         none within them: two frames 2 cm apart, or turned past the angle limit), the
@@ -49,9 +58,16 @@ class KeyframeConfig:
     max_sources: int = 2
     search_keyframes: int = 12
     min_translation: float = 0.1
-    overlap_depths: tuple[float, ...] = (1.0, 2.0, 4.0)
+    overlap_depths: tuple[float, ...] = (1.0, 2.3, 4.0)
+    reference_depth: float = 2.3
     fallback_min_overlap: float = 0.1
     fallback_min_parallax_px: float = 1.0
+
+    @property
+    def depth_scale(self) -> float:
+        """The median of `overlap_depths` over `reference_depth`: camera travel is divided by
+        it before the distances above apply (1 for the defaults)."""
+        return float(np.median(self.overlap_depths)) / self.reference_depth
 
 
 @dataclass(frozen=True)
@@ -224,6 +240,10 @@ def select_keyframes(
     for position, world_T_cam_44 in enumerate(world_T_cam_n44):
         if np.asarray(world_T_cam_44).shape != (4, 4) or not np.all(np.isfinite(world_T_cam_44)):
             raise ValueError(f"pose {position}: expected a finite 4x4 camera-to-world matrix")
+    if not config.depth_scale > 0:
+        raise ValueError(f"overlap_depths, reference_depth: expected positive depths, got "
+                         f"{config.overlap_depths} and {config.reference_depth}")
+    world_T_cam_n44, config = _in_scene_depth_units(world_T_cam_n44, config)
     selection = KeyframeSelection()
     if mode == "all":
         everything = list(range(len(world_T_cam_n44)))
@@ -240,6 +260,19 @@ def select_keyframes(
         candidates = keyframes[max(k - before, 0) : k] + keyframes[k + 1 : k + 1 + config.search_keyframes // 2]
         _add_plan(selection, world_T_cam_n44, position, candidates, camera, config)
     return selection
+
+
+def _in_scene_depth_units(
+    world_T_cam_n44: list[np.ndarray], config: KeyframeConfig
+) -> tuple[list[np.ndarray], KeyframeConfig]:
+    """The poses with their translations, and `config` with its overlap depths, divided by
+    `config.depth_scale`: the scene then lies at `reference_depth`, and every distance and
+    overlap the planner measures is one of parallax. Angles and pixels do not change."""
+    scale = config.depth_scale
+    scaled_n44 = [np.asarray(world_T_cam_44, dtype=np.float64).copy() for world_T_cam_44 in world_T_cam_n44]
+    for world_T_cam_44 in scaled_n44:
+        world_T_cam_44[:3, 3] /= scale
+    return scaled_n44, replace(config, overlap_depths=tuple(depth / scale for depth in config.overlap_depths))
 
 
 def _add_plan(

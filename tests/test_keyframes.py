@@ -112,6 +112,23 @@ def test_all_mode_takes_sources_on_both_sides() -> None:
     assert all(isinstance(plan, KeyframePlan) for plan in selection.plans)
 
 
+def test_travel_counts_relative_to_the_scene_depth() -> None:
+    # A camera sweeping sideways 1.2 cm a frame, turning slowly (0.2 degrees a frame) and
+    # weaving: the plan at the defaults' depths.
+    poses = [make_pose_44(rotation_z_33(math.radians(0.2 * i)), np.array([0.012 * i, 0.02 * math.sin(i / 5), 0.0]))
+             for i in range(80)]
+    room = select_keyframes(poses, CAMERA, KeyframeConfig())
+    assert KeyframeConfig().depth_scale == 1.0 and len(room.keyframe_indices) >= 6
+    # The same motion five times smaller before a scene five times nearer gives the same
+    # parallax: the same plan, whatever the units (0.2 of them here).
+    small = [make_pose_44(pose_44[:3, :3], 0.2 * pose_44[:3, 3]) for pose_44 in poses]
+    desk_depths = tuple(0.2 * depth for depth in KeyframeConfig().overlap_depths)
+    desk = select_keyframes(small, CAMERA, KeyframeConfig(overlap_depths=desk_depths))
+    assert (desk.keyframe_indices, desk.plans) == (room.keyframe_indices, room.plans)
+    # Before the room's depths, the small motion is too short for new keyframes: fewer of them.
+    assert len(select_keyframes(small, CAMERA, KeyframeConfig()).keyframe_indices) < len(room.keyframe_indices)
+
+
 def test_sources_that_only_turn_are_a_last_resort() -> None:
     # From the reference: a 14-degree turn on the spot (pose distance 0.2, the optimum) and a
     # 15 cm shift (pose distance 0.15). Only the shift gives parallax.
@@ -191,6 +208,8 @@ def test_a_view_within_the_limits_is_preferred_to_the_last_resort() -> None:
 
 
 def test_bad_input_is_rejected() -> None:
+    with pytest.raises(ValueError, match="expected positive depths"):
+        select_keyframes(sideways_track(3, 0.1), CAMERA, KeyframeConfig(overlap_depths=(0.0, 0.0)))
     with pytest.raises(ValueError, match="keyframe mode"):
         select_keyframes(sideways_track(3, 0.1), CAMERA, KeyframeConfig(), mode="every")
     with pytest.raises(ValueError, match="finite 4x4"):

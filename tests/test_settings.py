@@ -195,12 +195,12 @@ def test_config_yaml_and_report_json_say_what_was_chosen_and_why(small_room, tmp
     assert depth_max["source"] == "input" and "the sensor's depth reaches" in depth_max["reason"]
     line = next(line for line in console.splitlines() if line.startswith("settings:"))
     assert f"fusion.depth_max {depth_max['value']}" in line and "from flags" in line
-    # The sweep's depth range and overlap depths, from the scene once the poses are known: a first
-    # pass of the learned model over the dataset's poses, never the sensor's depth.
+    # The sweep's depth range and overlap depths, from the scene once the poses are known: corners
+    # triangulated with the dataset's poses, never the sensor's depth.
     near, far, overlap = (by_key[key] for key in SCENE_KEYS)
     assert {near["source"], far["source"], overlap["source"]} == {"input"}
     assert 0 < near["value"] < overlap["value"][0] < overlap["value"][2] < far["value"]
-    assert "the scene's depth" in near["reason"] and "the learned model confirms" in far["reason"]
+    assert "the scene's depth" in near["reason"] and "corners triangulated" in far["reason"]
     saved_depth = yaml.safe_load((out / "config.yaml").read_text())["depth"]
     assert (saved_depth["near"], saved_depth["far"]) == (near["value"], far["value"])
     line = next(line for line in console.splitlines() if line.startswith("depth range:"))

@@ -23,8 +23,9 @@ the input speaks for the monocular tracker's tuning (`tracking.vo`): it is never
 
 Once the poses are known, what the scene shows (`with_scene_settings`, mvs/depth_range.py):
 the depth range of a plane sweep (`depth.near`, `depth.far`) and the depths at which the
-keyframe planner measures view overlap (`depth.keyframe.overlap_depths`), from the map or a
-first pass of the learned model, never from the sensor's depth.
+keyframe planner measures view overlap and against which it measures camera travel
+(`depth.keyframe.overlap_depths`), from the map or from corners triangulated with the poses,
+never from the sensor's depth.
 
 Precedence: the defaults, then these, then the `--config` file, then the flags; a key the
 file or a flag set (listed in `RunConfig.settings` already) is never chosen here.
@@ -34,13 +35,13 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from mvs.config import RunConfig, Setting, update_dataclass
-from mvs.depth_range import MARGIN, OVERLAP_PERCENTILES, estimate_scene_range
+from mvs.depth_range import FAR_MARGIN, NEAR_MARGIN, OVERLAP_PERCENTILES, estimate_scene_range
 from mvs.types import Capture, Sequence
 from slam.keyframes import KeyframePlan
 from slam.result import METRES, TrackingResult
@@ -165,22 +166,22 @@ def with_input_settings(config: RunConfig, sequence: Sequence) -> RunConfig:
 
 
 def with_scene_settings(
-    config: RunConfig, sequence: Sequence, poses: TrackingResult, plans: list[KeyframePlan], weights: str
+    config: RunConfig, sequence: Sequence, poses: TrackingResult, plans: list[KeyframePlan]
 ) -> tuple[RunConfig, str]:
     """A copy of `config` with the settings the scene's depth range chooses for a plane sweep
-    (`mvs.depth_range.estimate_scene_range`: from the map of `poses`, else a first pass of
-    the learned model `weights` over some of the keyframe `plans`), for the keys its
+    (`mvs.depth_range.estimate_scene_range`: from the map of `poses`, else from corners
+    triangulated over some of the keyframe `plans`), for the keys its
     `settings` do not list yet, each appended there with its reason; and a line for the
     console saying what the sweep uses. With every key listed, nothing is estimated."""
     config = copy.deepcopy(config)
     if {setting.key for setting in config.settings}.issuperset(SCENE_KEYS):
         return config, f"depth range: {_describe_sweep(config, poses)}, as the --config file and flags set it"
-    scene = estimate_scene_range(sequence, poses, plans, replace(config.depth, weights=weights), config.device)
+    scene = estimate_scene_range(sequence, poses, plans)
     if scene is None:
         return config, f"depth range: {_describe_sweep(config, poses)}; too few depths to estimate the scene's"
     choose = _chooser(config)
-    choose("depth.near", scene.near, f"{scene.describe()}, divided by {MARGIN:g}")
-    choose("depth.far", scene.far, f"{scene.describe()}, times {MARGIN:g}")
+    choose("depth.near", scene.near, f"{scene.describe()}, divided by {NEAR_MARGIN:g}")
+    choose("depth.far", scene.far, f"{scene.describe()}, times {FAR_MARGIN:g}")
     percentiles = ", ".join(f"{p:g}" for p in OVERLAP_PERCENTILES)
     choose("depth.keyframe.overlap_depths", scene.overlap_depths,
            f"the scene's depth: its {percentiles} % percentiles, of {scene.evidence}")
