@@ -30,7 +30,7 @@ from mvs.types import Sequence
 from slam.features import Describer
 from slam.keyframes import KeyframePlan
 from slam.klt import KLTConfig, detect_corners_n2
-from slam.result import METRES, TrackingResult
+from slam.result import TrackingResult
 from slam.twoview import checked_triangulation
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 2.0, 98.0
@@ -150,7 +150,7 @@ def estimate_scene_range(sequence: Sequence, poses: TrackingResult, plans: list[
     """The scene's depth range from the map of `poses` when it has one, else from corners
     triangulated over the keyframe `plans` (see the module's docstring); None when too few
     depths are found."""
-    units = "m" if poses.scale == METRES else "tracking units"
+    units = poses.length_unit
     if poses.keyframe_point_ids:
         depth_n = map_depths_n(poses)
         evidence = f"{len(depth_n)} depths of map points in {len(poses.keyframe_point_ids)} keyframes"

@@ -347,6 +347,8 @@ def plane_sweep_depth_maps(
 
     depth_dir = out_dir / "depth"
     depth_dir.mkdir(exist_ok=True)
+    for earlier_png in depth_dir.glob("*.png"):  # an earlier run's maps would be scored as this run's
+        earlier_png.unlink()
 
     def estimates() -> Iterator[EstimatedDepth[Frame]]:
         for plan in selection.plans:

@@ -47,6 +47,11 @@ class TrackingResult:
     unjoined: list[int] = field(default_factory=list)
     pieces: list[TrackedPiece] = field(default_factory=list)
 
+    @property
+    def length_unit(self) -> str:
+        """"m" where the poses are in metres, else "tracking units"."""
+        return "m" if self.scale == METRES else "tracking units"
+
     def scaled(self, factor: float, scale: str) -> TrackingResult:
         """The same result with translations, map points and depths multiplied by `factor`,
         labelled with the unit `scale`."""

@@ -49,6 +49,16 @@ def test_frame_selection_keeps_dataset_indices(small_room, tmp_path):
     np.testing.assert_array_equal(np.loadtxt(out / "trajectory.txt")[:, 0], [5, 10, 15, 20, 25])
 
 
+def test_a_run_into_the_folder_of_an_earlier_one_leaves_only_its_own_depth_maps(small_room, tmp_path):
+    out = tmp_path / "out"
+    for frames in ("0:40", "20:40"):
+        assert run_cli("--sequence", str(small_room), "--out", str(out), "--frames", frames, "--voxel-size", "0.05",
+                       "--depth", "classic", "--no-render") == 0
+    report = json.loads((out / "report.json").read_text())
+    maps = sorted(int(path.stem) for path in (out / "depth").glob("*.png"))
+    assert len(maps) == report["depth_maps"] > 0 and all(20 <= index < 40 for index in maps)
+
+
 def test_console_says_in_a_few_lines_what_was_found_and_chosen_and_the_full_configuration_with_verbose(
     small_room, tmp_path, capsys
 ):

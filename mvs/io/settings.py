@@ -44,7 +44,7 @@ from mvs.config import RunConfig, Setting, update_dataclass
 from mvs.depth_range import FAR_MARGIN, NEAR_MARGIN, OVERLAP_PERCENTILES, estimate_scene_range
 from mvs.types import Capture, Sequence
 from slam.keyframes import KeyframePlan
-from slam.result import METRES, TrackingResult
+from slam.result import TrackingResult
 
 SAMPLED_FRAMES = 8
 """Frames, spread evenly over the selection, whose sensor depth is sampled."""
@@ -190,7 +190,7 @@ def with_scene_settings(
 
 def _describe_sweep(config: RunConfig, poses: TrackingResult) -> str:
     """The depth range and overlap depths a plane sweep uses, in a few words."""
-    units = "m" if poses.scale == METRES else "tracking units"
+    units = poses.length_unit
     overlap = ", ".join(f"{d:.2f}" for d in config.depth.keyframe.overlap_depths)
     return f"{config.depth.near:.2f}-{config.depth.far:.2f} {units}, view overlap measured at {overlap} {units}"
 
