@@ -134,12 +134,13 @@ def same_pixels_table(sequence: Sequence, learned_dir: Path, classic_dir: Path) 
         learned_on_classic.add(np.where(classic_hw > 0, learned_hw, 0.0), gt_hw)
         classic.add(classic_hw, gt_hw)
     table = Table(
-        f"Learned and classic depth on the same pixels: the {len(names)} keyframes of both runs above",
+        "Learned and classic depth on the same pixels: the keyframes of both runs above",
         [],
         ["depth", "AbsRel", "delta < 1.25", "delta < 1.25^2", "completeness"],
         "lrrrr",
-        notes="The learned maps restricted to the pixels the classic sweep estimates (classic leaves out the "
-              "pixels its confidence rejects), against the same sensor depth.",
+        notes=f"The learned maps of the {len(names)} keyframes both runs estimated, restricted to the pixels the "
+              "classic sweep estimates (classic leaves out the pixels its confidence rejects), against the same "
+              "sensor depth.",
     )
     data = {}
     for label, accumulator in (("classic", classic), ("learned, on classic's pixels", learned_on_classic)):
