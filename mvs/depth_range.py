@@ -9,9 +9,10 @@ sensor's depth (that is for evaluation) nor from a learned model (whose guesses 
   COLMAP model), its scale fixed: the depth of every map point in each keyframe that
   observes it;
 - otherwise (dataset poses, imported poses without points, dense RGB-D odometry) corners
-  matched between SAMPLED_KEYFRAMES keyframes spread over the sequence and their planned
-  sources, triangulated with the poses: the depth of every point that reprojects within
-  MAX_REPROJECTION_PX in both views and is seen at an angle of at least MIN_ANGLE_DEG.
+  matched between SAMPLED_KEYFRAMES keyframes spread over the sequence and the sources the
+  planner gives them before the scene is known, triangulated with the poses: the depth of
+  every point that reprojects within MAX_REPROJECTION_PX in both views and is seen at an
+  angle of at least MIN_ANGLE_DEG.
 
 The LOW_PERCENTILE and HIGH_PERCENTILE of those depths, widened by the factors NEAR_MARGIN
 and FAR_MARGIN, are the sweep's range; the OVERLAP_PERCENTILES themselves are the
@@ -28,7 +29,7 @@ import numpy as np
 from mvs.geometry import invert_pose_44, transform_n3
 from mvs.types import Sequence
 from slam.features import Describer
-from slam.keyframes import KeyframePlan
+from slam.keyframes import KeyframeConfig, select_keyframes
 from slam.klt import KLTConfig, detect_corners_n2
 from slam.result import TrackingResult
 from slam.twoview import checked_triangulation
@@ -105,12 +106,15 @@ def map_depths_n(poses: TrackingResult) -> np.ndarray:
     return depth_n[depth_n > 0]
 
 
-def triangulated_depths_n(sequence: Sequence, poses: TrackingResult, plans: list[KeyframePlan]) -> tuple[np.ndarray, int]:
+def triangulated_depths_n(
+    sequence: Sequence, poses: TrackingResult, planner: KeyframeConfig, mode: str
+) -> tuple[np.ndarray, int]:
     """Depths (N,) in their reference camera of the corners matched (upright ORB, ratio test)
-    between SAMPLED_KEYFRAMES of the `plans` (positions among the posed frames of
-    `sequence`), spread evenly over them, and each of their sources, triangulated with the
+    between SAMPLED_KEYFRAMES of the keyframes `planner` plans in `mode` over the posed frames
+    of `sequence`, spread evenly over them, and each of their sources, triangulated with the
     poses (see the module's docstring); and how many of those references gave depth."""
     posed = [i for i in sequence.indices if i in poses.world_T_cam_44]
+    plans = select_keyframes([poses.world_T_cam_44[i] for i in posed], sequence.camera, planner, mode).plans
     spread = np.unique(np.linspace(0, len(plans) - 1, SAMPLED_KEYFRAMES).round().astype(int)) if plans else []
     describer = Describer()
     corners = KLTConfig(min_distance_px=8.0)
@@ -146,15 +150,17 @@ def triangulated_depths_n(sequence: Sequence, poses: TrackingResult, plans: list
     return np.concatenate(depths), used
 
 
-def estimate_scene_range(sequence: Sequence, poses: TrackingResult, plans: list[KeyframePlan]) -> SceneDepthRange | None:
+def estimate_scene_range(
+    sequence: Sequence, poses: TrackingResult, planner: KeyframeConfig, mode: str = "auto"
+) -> SceneDepthRange | None:
     """The scene's depth range from the map of `poses` when it has one, else from corners
-    triangulated over the keyframe `plans` (see the module's docstring); None when too few
-    depths are found."""
+    triangulated over the keyframes `planner` plans in `mode` (see the module's docstring);
+    None when too few depths are found."""
     units = poses.length_unit
     if poses.keyframe_point_ids:
         depth_n = map_depths_n(poses)
         evidence = f"{len(depth_n)} depths of map points in {len(poses.keyframe_point_ids)} keyframes"
         return scene_depth_range(depth_n, evidence, units)
-    depth_n, used = triangulated_depths_n(sequence, poses, plans)
+    depth_n, used = triangulated_depths_n(sequence, poses, planner, mode)
     evidence = f"{len(depth_n)} depths of corners triangulated in {used} keyframes with their sources"
     return scene_depth_range(depth_n, evidence, units)

@@ -383,9 +383,8 @@ def depth_maps(
     """
     if config.depth.source == "sensor":
         return len(sequence), sensor_depth_maps(sequence, poses, report)
-    _, first_plan = plan_keyframes(sequence, poses, config.depth)
     with timed(report, "depth range"):
-        config, scene_line = with_scene_settings(config, sequence, poses, first_plan.plans)
+        config, scene_line = with_scene_settings(config, sequence, poses)
     print(scene_line)
     report.settings = list(config.settings)
     write_text_atomic(out_dir / "config.yaml", to_yaml(config))

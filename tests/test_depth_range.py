@@ -96,7 +96,7 @@ def test_percentiles_with_a_margin_and_too_few_depths():
 
 def test_map_points_give_a_range_that_brackets_the_true_depth_of_the_room():
     poses, truth_khw = box_room_map()
-    scene = estimate_scene_range(None, poses, [])  # the map decides: no frame is read
+    scene = estimate_scene_range(None, poses, DepthConfig().keyframe)  # the map decides: no frame is read
     # Corners at random pixels sample the views' depth as the pixels do: the percentiles
     # agree within 15 % (points seen by other keyframes weigh the walls by area instead).
     assert_brackets(scene, truth_khw.ravel(), tolerance=0.15)
@@ -112,7 +112,7 @@ def range_from_dataset_poses(folder: Path):
     posed = [i for i in sequence.indices if i in poses.world_T_cam_44]
     plans = select_keyframes([poses.world_T_cam_44[i] for i in posed], sequence.camera, DepthConfig().keyframe).plans
     depth_n = np.concatenate([sequence[plan.reference_index].depth_hw.ravel() for plan in plans])
-    return estimate_scene_range(sequence, poses, plans), depth_n[depth_n > 0], len(plans)
+    return estimate_scene_range(sequence, poses, DepthConfig().keyframe), depth_n[depth_n > 0], len(plans)
 
 
 def test_corners_triangulated_with_the_poses_bracket_the_true_depth_of_a_synthetic_room(small_room: Path):
@@ -142,9 +142,9 @@ def test_the_scene_chooses_what_the_config_file_and_flags_leave():
     poses, truth_khw = box_room_map()
     config = RunConfig()
     config.depth.source = "classic"
-    scene_config, line = with_scene_settings(config, None, poses, [])
+    scene_config, line = with_scene_settings(config, None, poses)
     settings = {s.key: s for s in scene_config.settings}
-    scene = estimate_scene_range(None, poses, [])
+    scene = estimate_scene_range(None, poses, DepthConfig().keyframe)
     assert (scene_config.depth.near, scene_config.depth.far) == (scene.near, scene.far)
     assert scene_config.depth.keyframe.overlap_depths == scene.overlap_depths
     assert {key: s.source for key, s in settings.items()} == {
@@ -156,7 +156,7 @@ def test_the_scene_chooses_what_the_config_file_and_flags_leave():
     # A flag (or the --config file) that sets a key keeps it; the others still come from the scene.
     config.settings.append(Setting("depth.near", 0.1, "flag", "command line"))
     config.depth.near = 0.1
-    flagged, _ = with_scene_settings(config, None, poses, [])
+    flagged, _ = with_scene_settings(config, None, poses)
     assert flagged.depth.near == 0.1 and flagged.depth.far == scene.far
     assert [s.source for s in flagged.settings if s.key == "depth.near"] == ["flag"]
 
@@ -164,6 +164,6 @@ def test_the_scene_chooses_what_the_config_file_and_flags_leave():
     config.settings += [Setting("depth.far", 8.0, "config", "room.yaml"),
                         Setting("depth.keyframe.overlap_depths", (1.0, 2.0), "config", "room.yaml")]
     config.depth.far, config.depth.keyframe.overlap_depths = 8.0, (1.0, 2.0)
-    pinned, line = with_scene_settings(config, None, replace(poses, keyframe_point_ids={}), [])
+    pinned, line = with_scene_settings(config, None, replace(poses, keyframe_point_ids={}))
     assert (pinned.depth.near, pinned.depth.far) == (0.1, 8.0) and pinned.settings == config.settings
     assert "as the --config file and flags set it" in line

@@ -43,7 +43,6 @@ import numpy as np
 from mvs.config import RunConfig, Setting, update_dataclass
 from mvs.depth_range import FAR_MARGIN, NEAR_MARGIN, OVERLAP_PERCENTILES, estimate_scene_range
 from mvs.types import Capture, Sequence
-from slam.keyframes import KeyframePlan
 from slam.result import TrackingResult
 
 SAMPLED_FRAMES = 8
@@ -165,18 +164,16 @@ def with_input_settings(config: RunConfig, sequence: Sequence) -> RunConfig:
     return config
 
 
-def with_scene_settings(
-    config: RunConfig, sequence: Sequence, poses: TrackingResult, plans: list[KeyframePlan]
-) -> tuple[RunConfig, str]:
+def with_scene_settings(config: RunConfig, sequence: Sequence, poses: TrackingResult) -> tuple[RunConfig, str]:
     """A copy of `config` with the settings the scene's depth range chooses for a plane sweep
     (`mvs.depth_range.estimate_scene_range`: from the map of `poses`, else from corners
-    triangulated over some of the keyframe `plans`), for the keys its
-    `settings` do not list yet, each appended there with its reason; and a line for the
-    console saying what the sweep uses. With every key listed, nothing is estimated."""
+    triangulated over some of the keyframes `config` plans before the scene is known), for
+    the keys its `settings` do not list yet, each appended there with its reason; and a line
+    for the console saying what the sweep uses. With every key listed, nothing is estimated."""
     config = copy.deepcopy(config)
     if {setting.key for setting in config.settings}.issuperset(SCENE_KEYS):
         return config, f"depth range: {_describe_sweep(config, poses)}, as the --config file and flags set it"
-    scene = estimate_scene_range(sequence, poses, plans)
+    scene = estimate_scene_range(sequence, poses, config.depth.keyframe, config.depth.keyframes)
     if scene is None:
         return config, f"depth range: {_describe_sweep(config, poses)}; too few depths to estimate the scene's"
     choose = _chooser(config)
