@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from mvs.geometry import project_n2, transform_n3
-from slam.bundle import BundleConfig, ObservedDepth, bundle_adjust
+from slam.bundle import bundle_adjust
+from slam.bundle_problem import BundleConfig, ObservedDepth
 from slam.map import SparseMap, track_into
 from slam.vo_config import VOConfig
 

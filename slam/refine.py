@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 from mvs.geometry import invert_pose_44, rotation_angle
 from mvs.types import Sequence
-from slam.bundle import BundleConfig, ObservedDepth, PosePrior, bundle_adjust
+from slam.bundle import bundle_adjust
+from slam.bundle_problem import BundleConfig, ObservedDepth, PosePrior
 from slam.klt import KLTConfig, detect_corners_n2, track_points_n2
 from slam.twoview import triangulate_n3, triangulation_angles_deg_n
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from slam.bundle import BundleConfig
+from slam.bundle_problem import BundleConfig
 from slam.features import DescriptorConfig
 from slam.klt import KLTConfig
 from slam.loop_closure import LoopConfig

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from mvs.geometry import invert_pose_44, look_at_world_T_cam_44, project_n2, transform_n3
-from slam import bundle
-from slam.bundle import BundleConfig, ObservedDepth, PosePrior, _Problem, _solve_step, bundle_adjust, refine_pose
+from slam import bundle_step
+from slam.bundle import bundle_adjust, refine_pose
+from slam.bundle_problem import BundleConfig, BundleProblem, ObservedDepth, PosePrior
+from slam.bundle_step import solve_step
 from slam.pnp import solve_pnp
 from slam.twoview import checked_triangulation, initialise_two_view, triangulate_n3
 
@@ -137,12 +139,12 @@ def test_bundle_adjustment_with_outliers_recovers_poses_and_points():
     assert result.final_cost < 1e-12 * result.initial_cost
 
 
-@pytest.mark.parametrize("dense_max_entries", [0, bundle.DENSE_REDUCTION_MAX_ENTRIES], ids=["sparse", "dense"])
+@pytest.mark.parametrize("dense_max_entries", [0, bundle_step.DENSE_REDUCTION_MAX_ENTRIES], ids=["sparse", "dense"])
 def test_schur_step_equals_the_full_damped_gauss_newton_step(monkeypatch, dense_max_entries):
     """The reduced camera system (sparse or dense) plus back-substitution solves the full
     normal equations (cameras and points together) exactly, with partial visibility, a
     camera seeing a point twice, and fixed cameras in between free ones."""
-    monkeypatch.setattr(bundle, "DENSE_REDUCTION_MAX_ENTRIES", dense_max_entries)
+    monkeypatch.setattr(bundle_step, "DENSE_REDUCTION_MAX_ENTRIES", dense_max_entries)
     cam_T_world_k44, points_n3, cam_index_m, point_index_m, uv_m2, _ = _window(8, 5, 30, 0.1, visibility=0.7)
     cam_index_m, point_index_m = np.append(cam_index_m, cam_index_m[0]), np.append(point_index_m, point_index_m[0])
     uv_m2 = np.append(uv_m2, uv_m2[:1] + 0.5, axis=0)
@@ -151,10 +153,10 @@ def test_schur_step_equals_the_full_damped_gauss_newton_step(monkeypatch, dense_
     start_k44[:, :3, 3] += rng.normal(0, 0.02, (5, 3))
     start_n3 = points_n3 + rng.normal(0, 0.03, points_n3.shape)
     free_k = np.array([False, True, True, False, True])
-    problem = _Problem(K_33, cam_index_m, point_index_m, uv_m2, BundleConfig())
+    problem = BundleProblem(K_33, cam_index_m, point_index_m, uv_m2, BundleConfig())
     lin = problem.linearise(pp.mat2SE3(torch.from_numpy(start_k44), check=False), torch.from_numpy(start_n3))
     damping = 0.1
-    step_c_k6, step_p_n3 = _solve_step(lin, problem, 5, len(points_n3), torch.from_numpy(free_k), True, damping)
+    step_c_k6, step_p_n3 = solve_step(lin, problem, 5, len(points_n3), torch.from_numpy(free_k), True, damping)
     # The full system over the free cameras' twists and all points, from the stacked Jacobian.
     free_f = np.flatnonzero(free_k)
     num_vars = 6 * len(free_f) + 3 * len(points_n3)
