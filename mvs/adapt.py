@@ -105,7 +105,9 @@ class AdaptViews:
     resolution (pixels); world_T_cam_n44: their camera-to-world poses (float64);
     references: per plan the row of its reference; sources: per plan the rows of its
     sources, padded to one count by repeating the last (a repeated source changes neither
-    the cost volume's average nor the per-pixel minimum of the photometric error).
+    the cost volume's average nor the per-pixel minimum of the photometric error);
+    scene_depth: the scene's median depth, as depth estimation shows it to the model
+    (`DepthNet.forward`), or None.
     """
 
     images_n3hw: torch.Tensor
@@ -113,6 +115,7 @@ class AdaptViews:
     world_T_cam_n44: np.ndarray
     references: list[int]
     sources: list[list[int]]
+    scene_depth: float | None = None
 
 
 def colour_views(
@@ -122,10 +125,12 @@ def colour_views(
     plans: list[KeyframePlan],
     width: int,
     height: int,
+    scene_depth: float | None = None,
 ) -> AdaptViews:
     """The colour images (not the depth) of the frames `plans` use (positions in `posed`,
     dataset indices posed by `world_T_cam_44`), resized to `width` x `height`; plans whose
-    reference cannot be read are left out, and unreadable sources are dropped."""
+    reference cannot be read are left out, and unreadable sources are dropped. `scene_depth`:
+    the scene's median depth (`AdaptViews`)."""
     rows: dict[int, int] = {}
     images: list[np.ndarray] = []
 
@@ -157,6 +162,7 @@ def colour_views(
         world_T_cam_n44=np.stack([world_T_cam_44[i] for i in indices]),
         references=references,
         sources=sources,
+        scene_depth=scene_depth,
     )
 
 
@@ -164,13 +170,14 @@ def colour_views(
 class AdaptBatch:
     """Plans as one model input (see `DepthNet.forward`; images RGB in [0, 1]), and per
     reference the transform into the other reference's camera (`partner_T_ref_b44`,
-    metres): the batch is two neighbouring plans."""
+    metres): the batch is two neighbouring plans. scene_depth: as `AdaptViews`."""
 
     ref_image_b3hw: torch.Tensor
     src_images_bn3hw: torch.Tensor
     K_b33: torch.Tensor
     src_T_ref_bn44: torch.Tensor
     partner_T_ref_b44: torch.Tensor
+    scene_depth: float | None
 
 
 def neighbour_pairs(plan_count: int) -> list[tuple[int, int]]:
@@ -202,6 +209,7 @@ def make_batch(views: AdaptViews, pair: tuple[int, int], device: torch.device) -
         K_b33=views.K_33[None].expand(len(plans), 3, 3).contiguous().to(device),
         src_T_ref_bn44=torch.from_numpy(src_T_ref_bn44).float().to(device),
         partner_T_ref_b44=torch.from_numpy(partner_T_ref_b44).float().to(device),
+        scene_depth=views.scene_depth,
     )
 
 
@@ -224,7 +232,7 @@ def adaptation_loss(model: DepthNet, batch: AdaptBatch) -> AdaptLoss:
     """The loss terms of the model's finest depth on a batch of two neighbouring plans, the
     depth upsampled (bilinear in inverse depth) to the images' resolution."""
     h, w = batch.ref_image_b3hw.shape[-2:]
-    output = model(batch.ref_image_b3hw, batch.src_images_bn3hw, batch.K_b33, batch.src_T_ref_bn44)
+    output = model(batch.ref_image_b3hw, batch.src_images_bn3hw, batch.K_b33, batch.src_T_ref_bn44, batch.scene_depth)
     inverse_b1hw = F.interpolate(output.inverse_depths_b1hw[-1], size=(h, w), mode="bilinear", align_corners=False)
     depth_b1hw = 1.0 / inverse_b1hw
     return AdaptLoss(
@@ -274,7 +282,7 @@ def reestimate_statistics(model: DepthNet, batches: list[AdaptBatch]) -> None:
     model.train()
     with torch.no_grad():
         for batch in batches:
-            model(batch.ref_image_b3hw, batch.src_images_bn3hw, batch.K_b33, batch.src_T_ref_bn44)
+            model(batch.ref_image_b3hw, batch.src_images_bn3hw, batch.K_b33, batch.src_T_ref_bn44, batch.scene_depth)
     for norm in norms:
         norm.momentum = 0.1
     model.eval()
@@ -357,18 +365,21 @@ def adapt_to_sequence(
     world_T_cam_44: dict[int, np.ndarray],
     posed: list[int],
     plans: list[KeyframePlan],
+    scene_depth: float,
     weights: str,
     config: AdaptConfig,
     device: str,
     out_dir: Path,
 ) -> AdaptResult:
     """Adapt the model `weights` names (mvs/weights/ name or .pt path) to the keyframe
-    `plans` (positions in `posed`, dataset indices posed by `world_T_cam_44`) of `sequence`
-    and write it to `out_dir/adapted.pt`, which `depth.weights` (`--weights`) reads back."""
+    `plans` (positions in `posed`, dataset indices posed by `world_T_cam_44`) of `sequence`,
+    shown to it at the depth it was made for from the scene's median depth `scene_depth`
+    (`DepthNet.forward`, as depth estimation shows it), and write it to
+    `out_dir/adapted.pt`, which `depth.weights` (`--weights`) reads back."""
     start = time.perf_counter()
     source_path = resolve_weights_path(weights)
     loaded = load_model(source_path, device)
-    views = colour_views(sequence, world_T_cam_44, posed, plans, config.width, config.height)
+    views = colour_views(sequence, world_T_cam_44, posed, plans, config.width, config.height, scene_depth)
     result = adapt_model(loaded.model, views, config, start=start)
     path = out_dir / ADAPTED_WEIGHTS_NAME
     training = {

@@ -138,7 +138,9 @@ class ClassicDepthEstimator:
 class LearnedDepthEstimator:
     """Plane sweep with the learned regressor of `mvs.network`, loaded from `config.weights`.
 
-    The model sweeps its own trained hypotheses (near, far, count stored with the weights);
+    The model sweeps its own trained hypotheses (near, far, count stored with the weights)
+    over the scene brought to the depth it was made for (`DepthNet.forward`, the scene's
+    median depth `config.keyframe.scene_depth`, which a run estimates from the scene);
     depths outside DepthConfig's [near, far] and pixels below `learned_min_confidence` (the
     network's confidence) get no estimate. Unless `local_sweep.steps` is 0, the depth is then
     refined by `mvs.local_sweep` and its confidence is the ZNCC correlation that confirmed
@@ -161,7 +163,9 @@ class LearnedDepthEstimator:
         """Depth of `reference` (see `DepthResult`) from 1..7 posed `sources`."""
         c = self.config
         inputs = prepare_inputs(reference, sources, camera, c.working_width, c.working_height, self.device)
-        output = self.model(inputs.ref_image_b3hw, inputs.src_images_bn3hw, inputs.K_b33, inputs.src_T_ref_bn44)
+        output = self.model(
+            inputs.ref_image_b3hw, inputs.src_images_bn3hw, inputs.K_b33, inputs.src_T_ref_bn44, c.keyframe.scene_depth
+        )
         depth_hw = output.depth_b1hw(c.working_height, c.working_width)[0, 0]
         network_confidence_hw = output.confidence_resized_b1hw(c.working_height, c.working_width)[0, 0]
         keep_hw = (

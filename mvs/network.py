@@ -69,6 +69,10 @@ class ModelConfig:
     zncc_window: patch size of the photometric ZNCC cost at 1/4 resolution (pixels).
     fine_zncc_window: patch size of the ZNCC cost at 1/2 resolution (pixels).
     widths: U-Net channels at 1/4, 1/8, 1/16 and 1/32 of the input resolution.
+    reference_depth: the median depth (metres) of the scenes the model is made for: its
+        training rooms are seen from 1-4 m and its sources chosen for a room at 2.3 m (the
+        keyframe planner's `reference_depth`). `DepthNet.forward` shows it a scene of
+        another depth at this one (see there).
     aggregation_window, aggregated_cost_gain: the 1/2-resolution ZNCC costs averaged over
         `aggregation_window` x `aggregation_window` pixels (a box at 1/2 resolution) enter
         the finest plane scores times this fixed gain. Costs pooled over large patches are
@@ -86,6 +90,7 @@ class ModelConfig:
     widths: tuple[int, int, int, int] = (48, 64, 96, 128)
     aggregation_window: int = 25
     aggregated_cost_gain: float = 40.0
+    reference_depth: float = 2.3
 
 
 @dataclass
@@ -225,9 +230,23 @@ class DepthNet(nn.Module):
         src_images_bn3hw: torch.Tensor,
         K_b33: torch.Tensor,
         src_T_ref_bn44: torch.Tensor,
+        scene_depth: float | None = None,
     ) -> ModelOutput:
         """ref_image_b3hw and src_images_bn3hw: RGB in [0, 1] at (H, W); K_b33: intrinsics at
-        (H, W) in pixels; src_T_ref_bn44: reference-to-source transforms (metres)."""
+        (H, W) in pixels; src_T_ref_bn44: reference-to-source transforms (metres).
+
+        scene_depth: the scene's median depth (metres, or the poses' units). Images fix a
+        scene only up to scale with its poses: a desk at 0.4 m seen from 4 cm apart looks
+        exactly like a room at 2.3 m seen from 23 cm apart. The sweep runs at that scale,
+        the translations times `config.reference_depth / scene_depth`, so the model meets
+        the depths and baselines it was trained on, and the depths come back in the poses'
+        units. None: the poses' units as they are."""
+        scale = 1.0 if scene_depth is None else scene_depth / self.config.reference_depth
+        if not scale > 0:
+            raise ValueError(f"scene_depth: expected a positive depth, got {scene_depth}")
+        if scale != 1.0:
+            src_T_ref_bn44 = src_T_ref_bn44.clone()
+            src_T_ref_bn44[..., :3, 3] /= scale
         b, n, _, h, w = src_images_bn3hw.shape
         if h % 4 or w % 4 or ref_image_b3hw.shape[-2:] != (h, w):
             raise ValueError(
@@ -272,7 +291,7 @@ class DepthNet(nn.Module):
         coarse_b1hw = [self.to_inverse_depth(head(y)) for head, y in zip(self.coarse_heads, (y2, y1))]
         fine_b1hw = [soft_argmin_inverse_b1hw(scores, depth_d) for scores in (scores_quarter_bdhw, scores_half_bdhw)]
         return ModelOutput(
-            inverse_depths_b1hw=coarse_b1hw + fine_b1hw,
+            inverse_depths_b1hw=[inverse_b1hw / scale for inverse_b1hw in coarse_b1hw + fine_b1hw],
             confidence_b1hw=torch.sigmoid(self.confidence_head(y_half)),
         )
 

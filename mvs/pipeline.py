@@ -394,8 +394,8 @@ def depth_maps(
     if config.depth.adapt.enabled:
         with timed(report, "adapt"):
             adaptation = adapt_to_sequence(
-                sequence, poses.world_T_cam_44, posed, selection.plans, config.depth.weights, config.depth.adapt,
-                config.device, out_dir,
+                sequence, poses.world_T_cam_44, posed, selection.plans, config.depth.keyframe.scene_depth,
+                config.depth.weights, config.depth.adapt, config.device, out_dir,
             )
         report.adaptation = asdict(adaptation)
         report.outputs.append(adaptation.weights)

@@ -64,10 +64,15 @@ class KeyframeConfig:
     fallback_min_parallax_px: float = 1.0
 
     @property
+    def scene_depth(self) -> float:
+        """The scene's median depth: the median of `overlap_depths`."""
+        return float(np.median(self.overlap_depths))
+
+    @property
     def depth_scale(self) -> float:
-        """The median of `overlap_depths` over `reference_depth`: camera travel is divided by
-        it before the distances above apply (1 for the defaults)."""
-        return float(np.median(self.overlap_depths)) / self.reference_depth
+        """`scene_depth` over `reference_depth`: camera travel is divided by it before the
+        distances above apply (1 for the defaults)."""
+        return self.scene_depth / self.reference_depth
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""Test-time adaptation: the self-supervised losses on synthetic views with known depth,
-adaptation of the learned model on a small synthetic sequence without its depth, and
-`--adapt` / `--weights` end to end."""
+"""The learned model on a scene of another size, and test-time adaptation: the
+self-supervised losses on synthetic views with known depth, adaptation of the learned model
+on a small synthetic sequence without its depth, and `--adapt` / `--weights` end to end."""
 
 from __future__ import annotations
 
@@ -131,6 +131,24 @@ def abs_rel(sequence: Sequence, estimator: LearnedDepthEstimator) -> float:
     return accumulator.result().abs_rel
 
 
+def test_a_room_shrunk_to_a_desk_gets_the_rooms_relative_depth_from_its_scene_depth(small_room: Path) -> None:
+    """Images fix a scene only up to scale with its poses: told the scene's median depth, the
+    model sweeps the shrunk room as it sweeps the room, and the depth comes back shrunk."""
+    room = open_sequence(str(small_room))
+    desk = shrunk(room, ROOM_SCALE)
+    config = replace(DepthConfig(), working_width=160, working_height=120, near=0.1)
+    desk_depths = tuple(ROOM_SCALE * d for d in config.keyframe.overlap_depths)
+    at_desk_depth = replace(config, keyframe=replace(config.keyframe, overlap_depths=desk_depths))
+    room_abs_rel = abs_rel(room, LearnedDepthEstimator(config, "cpu"))
+    desk_abs_rel = abs_rel(desk, LearnedDepthEstimator(at_desk_depth, "cpu"))
+    unscaled_abs_rel = abs_rel(desk, LearnedDepthEstimator(config, "cpu"))
+    # Measured: the room 0.0402, the desk 0.0402 (the same sweep up to rounding), the desk swept
+    # at the room's metric depths 1.45. Required: within 0.005 of the room's, and the unscaled
+    # sweep at least 5 times worse.
+    assert abs(desk_abs_rel - room_abs_rel) < 0.005, (desk_abs_rel, room_abs_rel)
+    assert room_abs_rel < 0.1 and unscaled_abs_rel > 5 * room_abs_rel, (room_abs_rel, unscaled_abs_rel)
+
+
 def test_adaptation_lowers_abs_rel_on_a_room_at_an_unseen_scale(small_room: Path) -> None:
     sequence = shrunk(open_sequence(str(small_room)), ROOM_SCALE)
     estimator = LearnedDepthEstimator(replace(DepthConfig(), working_width=160, working_height=120, near=0.1), "cpu")
@@ -153,7 +171,7 @@ def test_adaptation_reads_no_sensor_depth(small_room: Path, tmp_path: Path) -> N
         sequence = open_sequence(str(root))
         out.mkdir()
         result = adapt_to_sequence(
-            sequence, sequence.gt_world_T_cam_44, sequence.indices, PLANS[:4], "depthnet", config, "cpu", out
+            sequence, sequence.gt_world_T_cam_44, sequence.indices, PLANS[:4], 2.3, "depthnet", config, "cpu", out
         )
         assert result.steps == 2 and Path(result.weights) == out / "adapted.pt"
         weights.append(load_model(Path(result.weights)).model.state_dict())
