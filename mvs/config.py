@@ -113,6 +113,10 @@ class DepthConfig:
 class FusionConfig:
     """TSDF fusion in an Open3D VoxelBlockGrid (metres).
 
+    voxel_size: edge of a voxel (metres, or the poses' units): for a room seen from about
+        `depth.keyframe.reference_depth`; a plane sweep's run scales it with the scene's
+        median depth unless a --config file or `--voxel-size` sets it (mvs/io/settings.py),
+        the truncations below scaling with it.
     sdf_trunc_voxels: truncation of the signed distance (voxels) for sensor depth, which is
         also what evaluation references are fused with.
     sweep_sdf_trunc_voxels: the truncation for plane-sweep depth. Its errors are a few per

@@ -376,18 +376,12 @@ def depth_maps(
     """Depth maps from the source `config.depth.source` names, and the number of frames
     they are drawn from (the progress bar's total).
 
-    A plane sweep first takes the settings the scene's depth range chooses
-    (`with_scene_settings`; saved to config.yaml) and plans its keyframes with them, then
-    adapts the learned model to those keyframes (`--adapt`); keyframes whose candidate sources
-    do not overlap get no plan and are counted in `report.skipped`.
+    A plane sweep plans its keyframes with the settings the scene chose (`scene_settings`),
+    then adapts the learned model to those keyframes (`--adapt`); keyframes whose candidate
+    sources do not overlap get no plan and are counted in `report.skipped`.
     """
     if config.depth.source == "sensor":
         return len(sequence), sensor_depth_maps(sequence, poses, report)
-    with timed(report, "depth range"):
-        config, scene_line = with_scene_settings(config, sequence, poses)
-    print(scene_line)
-    report.settings = list(config.settings)
-    write_text_atomic(out_dir / "config.yaml", to_yaml(config))
     posed, selection = plan_keyframes(sequence, poses, config.depth)
     report.skipped.update({posed[k]: "no overlapping source frames" for k in selection.unplanned_indices})
     report.keyframes = len(selection.keyframe_indices)
@@ -401,6 +395,23 @@ def depth_maps(
         report.outputs.append(adaptation.weights)
         config = replace(config, depth=replace(config.depth, weights=adaptation.weights))
     return len(selection.plans), plane_sweep_depth_maps(sequence, poses, posed, selection, config, report, out_dir)
+
+
+def scene_settings(
+    sequence: Sequence, poses: TrackingResult, config: RunConfig, report: RunReport, out_dir: Path
+) -> RunConfig:
+    """For a plane sweep, `config` with the settings the scene's depth chooses
+    (`with_scene_settings`: the sweep's depth range, the planner's depths, the TSDF voxel
+    size), said on the console and saved to config.yaml and `report.settings`; sensor depth
+    takes none."""
+    if config.depth.source == "sensor":
+        return config
+    with timed(report, "depth range"):
+        config, scene_line = with_scene_settings(config, sequence, poses)
+    print(scene_line)
+    report.settings = list(config.settings)
+    write_text_atomic(out_dir / "config.yaml", to_yaml(config))
+    return config
 
 
 def fusion_config(config: RunConfig) -> FusionConfig:
@@ -495,6 +506,7 @@ def run(config: RunConfig, verbose: bool = False) -> RunReport:
         report.skipped.update({i: lost_reason(config.tracking) for i in poses.lost})
         report.skipped.update({i: UNJOINED_REASON for i in poses.unjoined})
         report.tracking_pieces = poses.pieces
+        config = scene_settings(sequence, poses, config, report, out_dir)
         volume = TSDFVolume(fusion_config(config))
         fusion_seconds = 0.0
         total, depth_iter = depth_maps(sequence, poses, config, report, out_dir)

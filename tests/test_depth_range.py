@@ -148,9 +148,14 @@ def test_the_scene_chooses_what_the_config_file_and_flags_leave():
     assert (scene_config.depth.near, scene_config.depth.far) == (scene.near, scene.far)
     assert scene_config.depth.keyframe.overlap_depths == scene.overlap_depths
     assert {key: s.source for key, s in settings.items()} == {
-        "depth.near": "input", "depth.far": "input", "depth.keyframe.overlap_depths": "input"}
+        "depth.near": "input", "depth.far": "input", "depth.keyframe.overlap_depths": "input",
+        "fusion.voxel_size": "input"}
     assert "the scene's depth" in settings["depth.near"].reason and "map points" in settings["depth.far"].reason
     assert line.startswith(f"depth range: {scene.near:.2f}-{scene.far:.2f} m")
+    # The voxels scale with the scene's median depth: 2 cm for a room at the planner's 2.3 m.
+    median = scene.overlap_depths[1]
+    assert scene_config.fusion.voxel_size == pytest.approx(0.02 * median / 2.3, abs=1e-4)
+    assert f"TSDF voxels of {scene_config.fusion.voxel_size:g} m" in line
     assert config.settings == [] and config.depth.near == DepthConfig().near  # the input is not modified
 
     # A flag (or the --config file) that sets a key keeps it; the others still come from the scene.
@@ -162,8 +167,9 @@ def test_the_scene_chooses_what_the_config_file_and_flags_leave():
 
     # With every key set, nothing is estimated: the sequence (None here) is never read.
     config.settings += [Setting("depth.far", 8.0, "config", "room.yaml"),
-                        Setting("depth.keyframe.overlap_depths", (1.0, 2.0), "config", "room.yaml")]
-    config.depth.far, config.depth.keyframe.overlap_depths = 8.0, (1.0, 2.0)
+                        Setting("depth.keyframe.overlap_depths", (1.0, 2.0), "config", "room.yaml"),
+                        Setting("fusion.voxel_size", 0.03, "config", "room.yaml")]
+    config.depth.far, config.depth.keyframe.overlap_depths, config.fusion.voxel_size = 8.0, (1.0, 2.0), 0.03
     pinned, line = with_scene_settings(config, None, replace(poses, keyframe_point_ids={}))
     assert (pinned.depth.near, pinned.depth.far) == (0.1, 8.0) and pinned.settings == config.settings
     assert "as the --config file and flags set it" in line

@@ -196,8 +196,8 @@ def test_config_yaml_and_report_json_say_what_was_chosen_and_why(small_room, tmp
     line = next(line for line in console.splitlines() if line.startswith("settings:"))
     assert f"fusion.depth_max {depth_max['value']}" in line and "from flags" in line
     # The sweep's depth range and overlap depths, from the scene once the poses are known: corners
-    # triangulated with the dataset's poses, never the sensor's depth.
-    near, far, overlap = (by_key[key] for key in SCENE_KEYS)
+    # triangulated with the dataset's poses, never the sensor's depth; the voxel size stays the flag's.
+    near, far, overlap = (by_key[key] for key in SCENE_KEYS if key != "fusion.voxel_size")
     assert {near["source"], far["source"], overlap["source"]} == {"input"}
     assert 0 < near["value"] < overlap["value"][0] < overlap["value"][2] < far["value"]
     assert "the scene's depth" in near["reason"] and "corners triangulated" in far["reason"]

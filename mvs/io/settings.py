@@ -25,7 +25,9 @@ Once the poses are known, what the scene shows (`with_scene_settings`, mvs/depth
 the depth range of a plane sweep (`depth.near`, `depth.far`) and the depths at which the
 keyframe planner measures view overlap and against which it measures camera travel
 (`depth.keyframe.overlap_depths`), from the map or from corners triangulated with the poses,
-never from the sensor's depth.
+never from the sensor's depth; and the TSDF voxel size (`fusion.voxel_size`), made for a
+room at the planner's `reference_depth`, scaled by the scene's median depth over it: a
+plane sweep's errors, and the detail it resolves, are shares of the depth.
 
 Precedence: the defaults, then these, then the `--config` file, then the flags; a key the
 file or a flag set (listed in `RunConfig.settings` already) is never chosen here.
@@ -63,7 +65,9 @@ bins leave representable values unseen and would look coarse."""
 MODEL_ODOMETRY_WIDTH = 320
 MODEL_ODOMETRY_ITERATIONS = (6, 3, 1)
 UNITS = {1e-3: "mm", 2e-4: "1/5000 m"}
-SCENE_KEYS = ("depth.near", "depth.far", "depth.keyframe.overlap_depths")
+VOXEL_DECIMALS = 4
+"""A voxel size the scene chooses is rounded to this many decimals (0.1 mm)."""
+SCENE_KEYS = ("depth.near", "depth.far", "depth.keyframe.overlap_depths", "fusion.voxel_size")
 """The keys the scene's depth range chooses (`with_scene_settings`)."""
 Choose = Callable[[str, Any, str], None]
 """Sets a dotted key to a value for a reason (unless the user set it)."""
@@ -182,7 +186,12 @@ def with_scene_settings(config: RunConfig, sequence: Sequence, poses: TrackingRe
     percentiles = ", ".join(f"{p:g}" for p in OVERLAP_PERCENTILES)
     choose("depth.keyframe.overlap_depths", scene.overlap_depths,
            f"the scene's depth: its {percentiles} % percentiles, of {scene.evidence}")
-    return config, f"depth range: {_describe_sweep(config, poses)}; from {scene.evidence}"
+    keyframe, units = config.depth.keyframe, poses.length_unit
+    choose("fusion.voxel_size", round(config.fusion.voxel_size * keyframe.depth_scale, VOXEL_DECIMALS),
+           f"the scene's median depth, {keyframe.scene_depth:.2f} {units}, over the {keyframe.reference_depth:g} m "
+           f"a room's {config.fusion.voxel_size:g} m voxels are made for")
+    return config, (f"depth range: {_describe_sweep(config, poses)}; from {scene.evidence}; "
+                    f"TSDF voxels of {config.fusion.voxel_size:g} {units}")
 
 
 def _describe_sweep(config: RunConfig, poses: TrackingResult) -> str:
