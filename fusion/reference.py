@@ -15,6 +15,10 @@ from mvs.config import FusionConfig
 from mvs.geometry import invert_pose_44
 from mvs.types import Frame, Sequence
 
+REFERENCE_FILE = "reference.ply"
+"""Where `mvs.eval` keeps a run's reference mesh, in the run's output folder: it is fused
+with the run's own settings (frames, fusion), so a new run into the folder removes it."""
+
 
 def _strided_positions(sequence: Sequence, stride: int) -> range:
     """Playback positions of every `stride`-th frame."""

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from fusion.export import write_json_atomic, write_ply
 from fusion.metrics import MeshMetrics, mesh_metrics
-from fusion.reference import reference_mesh
+from fusion.reference import REFERENCE_FILE, reference_mesh
 from mvs.depth_metrics import DepthMetrics, DepthMetricsAccumulator
 from mvs.config import RunConfig, load_yaml, update_dataclass
 from mvs.pipeline import load_sequence
@@ -65,7 +65,7 @@ def evaluate_mesh(
     """
     if not (sequence.has_mesh or (sequence.has_depth and sequence.has_poses)):
         return None
-    cached = out_dir / "reference.ply"
+    cached = out_dir / REFERENCE_FILE
     if cached.is_file():
         reference = read_mesh(cached)
     else:
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(report))
     print("wrote:")
-    for name in ("eval.json", "reference.ply", "trajectory.png", "report.html", "mesh.png"):
+    for name in ("eval.json", REFERENCE_FILE, "trajectory.png", "report.html", "mesh.png"):
         if (args.out / name).is_file() and (args.out / name).stat().st_mtime >= started:
             print(f"  {args.out / name}")
     return 0

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from fusion.consistency import EstimatedDepth, filter_consistent
 from fusion.export import write_depth_png, write_json_atomic, write_ply, write_text_atomic
+from fusion.reference import REFERENCE_FILE
 from fusion.tsdf import TSDFVolume
 from mvs.adapt import adapt_to_sequence, describe_adaptation
 from mvs.config import DepthConfig, FusionConfig, RunConfig, Setting, TrackingConfig, to_yaml
@@ -464,6 +465,7 @@ def run(config: RunConfig, verbose: bool = False) -> RunReport:
     """
     out_dir = output_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / REFERENCE_FILE).unlink(missing_ok=True)  # an earlier run's, fused with that run's settings
     sequence = load_sequence(config)
     requested, config = config, with_input_settings(resolve_sources(config, sequence), sequence)
     if config.depth.adapt.enabled and config.depth.source != "learned":

@@ -10,6 +10,7 @@ import numpy as np
 import open3d as o3d
 
 from fusion.metrics import cull_to_views, mesh_metrics
+from fusion.reference import REFERENCE_FILE
 from mvs.config import RunConfig
 from mvs.io.layout import open_sequence
 from mvs.pipeline import default_out_dir, resolve_sources
@@ -49,11 +50,16 @@ def test_frame_selection_keeps_dataset_indices(small_room, tmp_path):
     np.testing.assert_array_equal(np.loadtxt(out / "trajectory.txt")[:, 0], [5, 10, 15, 20, 25])
 
 
-def test_a_run_into_the_folder_of_an_earlier_one_leaves_only_its_own_depth_maps(small_room, tmp_path):
+def test_a_run_into_the_folder_of_an_earlier_one_leaves_only_its_own_depth_maps_and_no_stale_reference(
+    small_room, tmp_path
+):
     out = tmp_path / "out"
     for frames in ("0:40", "20:40"):
         assert run_cli("--sequence", str(small_room), "--out", str(out), "--frames", frames, "--voxel-size", "0.05",
                        "--depth", "classic", "--no-render") == 0
+        assert not (out / REFERENCE_FILE).exists()
+        # What mvs.eval caches for a run: a reference fused for that run's frames and settings.
+        (out / REFERENCE_FILE).write_text("ply\n")
     report = json.loads((out / "report.json").read_text())
     maps = sorted(int(path.stem) for path in (out / "depth").glob("*.png"))
     assert len(maps) == report["depth_maps"] > 0 and all(20 <= index < 40 for index in maps)
