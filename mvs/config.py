@@ -64,6 +64,12 @@ class TrackingConfig:
     sensor_scale: SensorScaleConfig = field(default_factory=SensorScaleConfig)
     colmap: ColmapSettings = field(default_factory=ColmapSettings)
 
+    @property
+    def in_metres(self) -> bool:
+        """Whether the run's poses are in metres: all but monocular tracking and COLMAP
+        structure from motion with no `scale`, which are in tracking units."""
+        return self.poses not in ("track", "colmap") or self.scale != "none"
+
 
 @dataclass
 class DepthConfig:

@@ -145,7 +145,7 @@ def evaluate(config: RunConfig, out_dir: Path) -> EvalReport:
     """Score the outputs in `out_dir` of a run made with `config`; writes `eval.json` and
     refreshes `report.html` with the metrics."""
     sequence = load_sequence(config)
-    metric = config.tracking.poses != "track" or config.tracking.scale != "none"
+    metric = config.tracking.in_metres
     trajectory = evaluate_trajectory_file(sequence, out_dir, metric)
     world_alignment = None if config.tracking.poses == "gt" or trajectory is None else trajectory.world_alignment
     report = EvalReport(

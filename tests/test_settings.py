@@ -156,6 +156,12 @@ def test_the_tabletop_is_read_with_its_own_camera_and_registered_depth(odometry_
     # Close range (1.18 m at the 99.9th percentile) in millimetre steps: only the fusion range.
     assert chosen_by_input(settings) == {"fusion.depth_max": 1.5}
     assert "1.18 m" in settings["fusion.depth_max"].reason
+    # Monocular tracking with no scale runs in tracking units (the scene's median depth 2 units,
+    # 5.4 of them to the metre here): a reach in metres would cut the fusion at 0.28 m.
+    for scale, chosen in (("none", {}), ("sensor", {"fusion.depth_max": 1.5})):
+        _, settings = input_settings("--sequence", str(TABLETOP), "--poses", "track", "--scale", scale,
+                                     "--depth", "learned")
+        assert chosen_by_input(settings) == chosen, scale
 
 
 @needs_kitchen

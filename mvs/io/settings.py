@@ -10,7 +10,8 @@ as fine as the storage unit, depth carries no such limit.
 
 What is chosen, each with its reason (`Setting`), for the sources the run uses:
 - `fusion.depth_max`: the depth the sensor reaches, rounded up, and no farther than where
-  its steps pass FUSION_MAX_DEPTH_STEP_M;
+  its steps pass FUSION_MAX_DEPTH_STEP_M; not for a run in tracking units, whose depths
+  the sensor's metres do not measure;
 - dense RGB-D odometry (`--poses rgbd` with `tracking.rgbd.tracker: odometry`; the keyframe
   map tracker takes none of these): the depth range where steps stay under
   TRACKING_MAX_DEPTH_STEP_M; with depth not registered to colour, geometry only
@@ -152,7 +153,7 @@ def with_input_settings(config: RunConfig, sequence: Sequence) -> RunConfig:
     config = copy.deepcopy(config)
     choose = _chooser(config)
     sample = sample_depth(sequence)
-    if sample is not None:
+    if sample is not None and config.tracking.in_metres:
         _choose_fusion_range(choose, sample)
     if config.tracking.poses == "rgbd" and config.tracking.rgbd.tracker == "odometry" and sequence.has_depth:
         _choose_rgbd(choose, sequence.capture, sample, config.tracking.rgbd.depth_max)
