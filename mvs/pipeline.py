@@ -183,8 +183,11 @@ def describe_run(requested: RunConfig, config: RunConfig, sequence: Sequence, ou
         )
     lines.append(describe_settings(config))
     fusion = fusion_config(config)
+    voxels = f"TSDF voxels of {fusion.voxel_size:g} m"
+    if depth.source != "sensor" and "fusion.voxel_size" not in {s.key for s in config.settings}:
+        voxels += f" for a room at {depth.keyframe.reference_depth:g} m, scaled to the scene's depth"
     lines += [
-        f"fusion:  TSDF voxels of {fusion.voxel_size:g} m, truncation {fusion.sdf_trunc_voxels:g} voxels, "
+        f"fusion:  {voxels}, truncation {fusion.sdf_trunc_voxels:g} voxels, "
         f"depth up to {fusion.depth_max:g} m; device {config.device}",
         f"outputs: {out_dir} (the full configuration in config.yaml)",
     ]

@@ -13,8 +13,9 @@ from fusion.metrics import cull_to_views, mesh_metrics
 from fusion.reference import REFERENCE_FILE
 from mvs.config import RunConfig
 from mvs.io.layout import open_sequence
-from mvs.pipeline import default_out_dir, resolve_sources
-from mvs.run import main
+from mvs.io.settings import with_input_settings
+from mvs.pipeline import default_out_dir, describe_run, resolve_sources
+from mvs.run import build_config, main, parse_args
 from test_corrupt_frames import undecodable_jpeg
 
 
@@ -143,6 +144,16 @@ def test_classic_plane_sweep_writes_a_depth_map_per_planned_keyframe(small_room,
     both_hw = (predicted_hw > 0) & (truth_hw > 0)
     # A winner-take-all sweep on exact poses and textured surfaces: most pixels within 10 %.
     assert np.mean(np.abs(predicted_hw[both_hw] / truth_hw[both_hw] - 1) < 0.1) > 0.6
+
+
+def test_the_console_says_a_sweeps_voxels_follow_the_scene_unless_set(small_room, tmp_path):
+    sequence = open_sequence(str(small_room))
+    for flags, voxels in (([], "TSDF voxels of 0.02 m for a room at 2.3 m, scaled to the scene's depth,"),
+                          (["--voxel-size", "0.05"], "TSDF voxels of 0.05 m,")):
+        requested = build_config(parse_args(["--sequence", str(small_room), "--depth", "classic", *flags]))
+        config = with_input_settings(resolve_sources(requested, sequence), sequence)
+        lines = describe_run(requested, config, sequence, tmp_path).splitlines()
+        assert next(line for line in lines if line.startswith("fusion:")).startswith(f"fusion:  {voxels}"), lines
 
 
 def test_default_output_folder_is_named_after_the_sequence_without_a_file_extension():
