@@ -197,12 +197,15 @@ def box_filter_bchw(x_bchw: torch.Tensor, window: int) -> torch.Tensor:
 
     A depthwise convolution (much faster than avg_pool2d on CPU): one square kernel for
     small windows, where the CPU's 3x3 and 5x5 paths win, a row then a column pass for
-    windows above `SEPARABLE_BOX_WINDOW` (2 w instead of w^2 operations per pixel).
+    windows above `SEPARABLE_BOX_WINDOW` (2 w instead of w^2 operations per pixel), on
+    channels-last memory, where oneDNN's depthwise kernels run up to 3 times faster (the
+    result stays channels-last; its values are the same).
     """
     if window < 1 or window % 2 == 0:
         raise ValueError(f"box filter: expected an odd window >= 1, got {window}")
     if window == 1:
         return x_bchw
+    x_bchw = x_bchw.contiguous(memory_format=torch.channels_last)
     c, pad = x_bchw.shape[1], window // 2
     ones_11hw = torch.ones_like(x_bchw[:1, :1])
     if window <= SEPARABLE_BOX_WINDOW:
