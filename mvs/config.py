@@ -177,6 +177,11 @@ class RunConfig:
     device: str = "auto"
     settings: list[Setting] = field(default_factory=list, metadata={"item": Setting})
 
+    @property
+    def listed_keys(self) -> set[str]:
+        """The dotted keys `settings` lists: set by the --config file, a flag or the input."""
+        return {setting.key for setting in self.settings}
+
 
 def update_dataclass(obj: Any, values: dict[str, Any], source: str) -> None:
     """Set fields of a (nested) dataclass from a dict; unknown keys raise naming `source`."""

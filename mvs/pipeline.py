@@ -184,7 +184,7 @@ def describe_run(requested: RunConfig, config: RunConfig, sequence: Sequence, ou
     lines.append(describe_settings(config))
     fusion = fusion_config(config)
     voxels = f"TSDF voxels of {fusion.voxel_size:g} m"
-    if depth.source != "sensor" and "fusion.voxel_size" not in {s.key for s in config.settings}:
+    if depth.source != "sensor" and "fusion.voxel_size" not in config.listed_keys:
         voxels += f" for a room at {depth.keyframe.reference_depth:g} m, scaled to the scene's depth"
     lines += [
         f"fusion:  {voxels}, truncation {fusion.sdf_trunc_voxels:g} voxels, "

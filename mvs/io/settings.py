@@ -176,7 +176,7 @@ def with_scene_settings(config: RunConfig, sequence: Sequence, poses: TrackingRe
     the keys its `settings` do not list yet, each appended there with its reason; and a line
     for the console saying what the sweep uses. With every key listed, nothing is estimated."""
     config = copy.deepcopy(config)
-    if {setting.key for setting in config.settings}.issuperset(SCENE_KEYS):
+    if config.listed_keys.issuperset(SCENE_KEYS):
         return config, f"depth range: {_describe_sweep(config, poses)}, as the --config file and flags set it"
     scene = estimate_scene_range(sequence, poses, config.depth.keyframe, config.depth.keyframes)
     if scene is None:
@@ -205,7 +205,7 @@ def _describe_sweep(config: RunConfig, poses: TrackingResult) -> str:
 def _chooser(config: RunConfig) -> Choose:
     """Sets a dotted key of `config` for a reason and records it in `config.settings`, unless
     `settings` lists the key already (the --config file or a flag set it)."""
-    listed = {setting.key for setting in config.settings}
+    listed = config.listed_keys
 
     def choose(key: str, value: Any, reason: str) -> None:
         if key not in listed:
