@@ -185,7 +185,9 @@ def describe_run(requested: RunConfig, config: RunConfig, sequence: Sequence, ou
     fusion = fusion_config(config)
     voxels = f"TSDF voxels of {fusion.voxel_size:g} m"
     if depth.source != "sensor" and "fusion.voxel_size" not in config.listed_keys:
-        voxels += f" for a room at {depth.keyframe.reference_depth:g} m, scaled to the scene's depth"
+        voxels += (
+            f" for a room at {depth.keyframe.reference_depth:g} m, scaled to the scene's depth where it is measured"
+        )
     lines += [
         f"fusion:  {voxels}, truncation {fusion.sdf_trunc_voxels:g} voxels, "
         f"depth up to {fusion.depth_max:g} m; device {config.device}",
@@ -249,7 +251,7 @@ def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult
         return scale_from_gt(result, sequence)
     if config.scale != "none":
         raise ValueError(f"--scale: expected none, sensor or gt, got '{config.scale}'")
-    if config.poses == "import":
+    if config.in_metres:
         return result
     # Unknown scale: normalise it so the median scene depth is that of a typical room, which
     # keeps the depth range and the TSDF voxel size meaningful.

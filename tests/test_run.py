@@ -148,7 +148,8 @@ def test_classic_plane_sweep_writes_a_depth_map_per_planned_keyframe(small_room,
 
 def test_the_console_says_a_sweeps_voxels_follow_the_scene_unless_set(small_room, tmp_path):
     sequence = open_sequence(str(small_room))
-    for flags, voxels in (([], "TSDF voxels of 0.02 m for a room at 2.3 m, scaled to the scene's depth,"),
+    scaled = "TSDF voxels of 0.02 m for a room at 2.3 m, scaled to the scene's depth where it is measured,"
+    for flags, voxels in (([], scaled),
                           (["--voxel-size", "0.05"], "TSDF voxels of 0.05 m,")):
         requested = build_config(parse_args(["--sequence", str(small_room), "--depth", "classic", *flags]))
         config = with_input_settings(resolve_sources(requested, sequence), sequence)
