@@ -106,6 +106,32 @@ def write_depth_png(path: Path, depth_hw: np.ndarray) -> Path:
     return _write_atomic(path, write)
 
 
+CONFIDENCE_LEVELS = 65535
+"""A confidence PNG holds ceil(confidence * CONFIDENCE_LEVELS) as uint16, so that every
+confidence above 0 stays above 0 and a threshold reads back to within 1 / 65535."""
+
+
+def write_confidence_png(path: Path, confidence_hw: np.ndarray) -> Path:
+    """Write a confidence map (H, W) in [0, 1] (0 = not confirmed) as a uint16 PNG of
+    ceil(confidence * 65535), atomically; `read_confidence_hw` reads it back."""
+    confidence_hw = np.nan_to_num(np.asarray(confidence_hw, dtype=np.float64), nan=0.0)
+    levels_hw = np.ceil(np.clip(confidence_hw, 0.0, 1.0) * CONFIDENCE_LEVELS).astype(np.uint16)
+
+    def write(temporary: Path) -> None:
+        if not cv2.imwrite(str(temporary), levels_hw):
+            raise OSError(f"{path}: OpenCV could not write the confidence PNG")
+
+    return _write_atomic(path, write)
+
+
+def read_confidence_hw(path: Path) -> np.ndarray:
+    """A confidence map written by `write_confidence_png`: (H, W) float32 in [0, 1]."""
+    levels_hw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if levels_hw is None or levels_hw.dtype != np.uint16 or levels_hw.ndim != 2:
+        raise ValueError(f"{path}: expected a single-channel uint16 confidence PNG")
+    return levels_hw.astype(np.float32) / CONFIDENCE_LEVELS
+
+
 def write_image_png(path: Path, image_hw3: np.ndarray) -> Path:
     """Write an (H, W, 3) uint8 RGB image as a PNG, atomically."""
     if image_hw3.ndim != 3 or image_hw3.shape[2] != 3 or image_hw3.dtype != np.uint8:

@@ -4,7 +4,8 @@ The sequence and frame selection default to those in `DIR/config.yaml`. Mesh met
 `DIR/mesh.ply` with the reference: the synthetic room's `mesh.ply`, or for real RGB-D
 sequences a mesh fused from sensor depth with ground-truth poses (cached as
 `DIR/reference.ply`); the reference is culled to the surfaces the cameras saw. Depth
-metrics compare `DIR/depth/<index>.png` with the sensor depth. Trajectory
+metrics compare `DIR/depth/<index>.png` with the sensor depth, over all pixels and over
+those `DIR/confidence/<index>.png` confirms (the ones a run fuses). Trajectory
 metrics (ATE, RPE after SE(3) and Sim(3) alignment) compare `DIR/trajectory.txt` with the
 ground-truth poses and draw `DIR/trajectory.png`.
 """
@@ -22,12 +23,12 @@ import numpy as np
 import open3d as o3d
 from tqdm import tqdm
 
-from fusion.export import write_json_atomic, write_ply
+from fusion.export import read_confidence_hw, write_json_atomic, write_ply
 from fusion.metrics import MeshMetrics, mesh_metrics
 from fusion.reference import REFERENCE_FILE, reference_mesh
 from mvs.depth_metrics import DepthMetrics, DepthMetricsAccumulator
 from mvs.config import RunConfig, load_yaml, update_dataclass
-from mvs.pipeline import load_sequence
+from mvs.pipeline import CONFIDENCE_DIR, DEPTH_DIR, load_sequence
 from mvs.report import write_report_html
 from mvs.types import Sequence
 from slam.alignment import Similarity, umeyama_alignment
@@ -36,11 +37,14 @@ from slam.trajectory import TrajectoryMetrics, evaluate_trajectory, plot_traject
 
 @dataclass
 class EvalReport:
-    """Every metric the run could be scored on; None where the ground truth is missing."""
+    """Every metric the run could be scored on; None where the ground truth is missing.
+    depth: over every pixel of the saved depth maps; depth_confirmed: over those their
+    confidence maps confirm (None for depth with no confidence, e.g. the sensor's)."""
 
     sequence: str
     mesh: MeshMetrics | None = None
     depth: DepthMetrics | None = None
+    depth_confirmed: DepthMetrics | None = None
     trajectory_se3: TrajectoryMetrics | None = None
     trajectory_sim3: TrajectoryMetrics | None = None
 
@@ -91,14 +95,20 @@ def read_trajectory(path: Path, sequence: Sequence) -> dict[int, np.ndarray]:
     return poses
 
 
-def evaluate_depth(sequence: Sequence, out_dir: Path, scale: float) -> DepthMetrics | None:
+def evaluate_depth(
+    sequence: Sequence, out_dir: Path, scale: float, min_confidence: float
+) -> tuple[DepthMetrics | None, DepthMetrics | None]:
     """Metrics of every `out_dir/depth/<index>.png`, multiplied by `scale` (the Sim(3)
     alignment scale of a run in tracking units, else 1), against the sensor depth within
-    (0, 10] m, accumulated over all pixels of all maps; None without maps or sensor depth."""
-    paths = sorted((out_dir / "depth").glob("*.png"), key=lambda p: p.stem)
+    (0, 10] m, accumulated over all pixels of all maps; and the same over the pixels whose
+    confidence (`out_dir/confidence/<index>.png`) is above `min_confidence`, the ones a run
+    fuses before its consistency check (None when a map has no confidence). (None, None)
+    without maps or sensor depth."""
+    paths = sorted((out_dir / DEPTH_DIR).glob("*.png"), key=lambda p: p.stem)
     if not (sequence.has_depth and paths):
-        return None
-    accumulator = DepthMetricsAccumulator(max_depth=10.0)
+        return None, None
+    every, confirmed = DepthMetricsAccumulator(max_depth=10.0), DepthMetricsAccumulator(max_depth=10.0)
+    all_confident = True
     positions = {index: position for position, index in enumerate(sequence.indices)}
     for path in tqdm(paths, desc="depth metrics", unit="map"):
         if not path.stem.isdigit() or int(path.stem) not in positions:
@@ -106,9 +116,14 @@ def evaluate_depth(sequence: Sequence, out_dir: Path, scale: float) -> DepthMetr
         predicted_mm_hw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if predicted_mm_hw is None:
             raise ValueError(f"{path}: cannot read depth image")
-        frame = sequence[positions[int(path.stem)]]
-        accumulator.add(predicted_mm_hw.astype(np.float32) * np.float32(scale / 1000.0), frame.depth_hw)
-    return accumulator.result()
+        predicted_hw = predicted_mm_hw.astype(np.float32) * np.float32(scale / 1000.0)
+        gt_hw = sequence[positions[int(path.stem)]].depth_hw
+        every.add(predicted_hw, gt_hw)
+        confidence_path = out_dir / CONFIDENCE_DIR / path.name
+        all_confident = all_confident and confidence_path.is_file()
+        if all_confident:
+            confirmed.add(np.where(read_confidence_hw(confidence_path) > min_confidence, predicted_hw, 0.0), gt_hw)
+    return every.result(), confirmed.result() if all_confident else None
 
 
 @dataclass
@@ -148,10 +163,13 @@ def evaluate(config: RunConfig, out_dir: Path) -> EvalReport:
     metric = config.tracking.in_metres
     trajectory = evaluate_trajectory_file(sequence, out_dir, metric)
     world_alignment = None if config.tracking.poses == "gt" or trajectory is None else trajectory.world_alignment
+    depth_scale = 1.0 if metric or trajectory is None else trajectory.world_alignment.scale
+    depth, depth_confirmed = evaluate_depth(sequence, out_dir, depth_scale, config.depth.fuse_min_confidence)
     report = EvalReport(
         sequence=str(sequence.root),
         mesh=evaluate_mesh(sequence, config, out_dir, world_alignment),
-        depth=evaluate_depth(sequence, out_dir, 1.0 if metric or trajectory is None else trajectory.world_alignment.scale),
+        depth=depth,
+        depth_confirmed=depth_confirmed,
         trajectory_se3=None if trajectory is None else trajectory.se3,
         trajectory_sim3=None if trajectory is None else trajectory.sim3,
     )
@@ -183,6 +201,13 @@ def metric_rows(report: EvalReport) -> list[tuple[str, str]]:
             ("depth scale-invariant log", f"{d.silog:.4f}"),
             ("depth delta < 1.25 / 1.25^2 / 1.25^3", f"{d.delta1:.3f} / {d.delta2:.3f} / {d.delta3:.3f}"),
             ("depth completeness", f"{d.completeness:.3f}"),
+        ]
+    if report.depth_confirmed is not None:
+        d = report.depth_confirmed
+        rows += [
+            ("depth AbsRel, confirmed pixels", f"{d.abs_rel:.4f}"),
+            ("depth delta < 1.25, confirmed pixels", f"{d.delta1:.3f}"),
+            ("depth completeness, confirmed pixels", f"{d.completeness:.3f}"),
         ]
     for t in (report.trajectory_se3, report.trajectory_sim3):
         if t is not None:

@@ -20,7 +20,7 @@ import yaml
 from tqdm import tqdm
 
 from fusion.consistency import EstimatedDepth, filter_consistent
-from fusion.export import write_depth_png, write_json_atomic, write_ply, write_text_atomic
+from fusion.export import write_confidence_png, write_depth_png, write_json_atomic, write_ply, write_text_atomic
 from fusion.reference import REFERENCE_FILE
 from fusion.tsdf import TSDFVolume
 from mvs.adapt import adapt_to_sequence, describe_adaptation
@@ -47,6 +47,8 @@ NOMINAL_MEDIAN_DEPTH_M = 2.0
 NORMALISED_UNITS = f"tracking units (scaled to a {NOMINAL_MEDIAN_DEPTH_M:g} m median scene depth)"
 UNJOINED_REASON = "in a tracked piece that never joined the main map"
 OUTPUTS_DIR = Path("outputs")
+DEPTH_DIR, CONFIDENCE_DIR = "depth", "confidence"
+"""Folders of a run's plane-sweep depth maps and their confidences (`<frame index>.png`)."""
 AUTO_REASONS = {
     "gt": "the sequence has poses",
     "rgbd": "the sequence has sensor depth but no poses",
@@ -340,8 +342,10 @@ def plane_sweep_depth_maps(
     """Multi-view stereo depth of every planned keyframe (`--depth classic|learned`).
 
     Each depth map is written to `out_dir/depth/<index>.png` (uint16 mm, 0 = no estimate)
-    and yielded without the pixels whose confidence is not above `fuse_min_confidence` and
-    those its neighbouring depth maps do not confirm (`fusion.consistency`). A frame that
+    with its confidence in `out_dir/confidence/<index>.png` (`write_confidence_png`; 0 where
+    the estimate is kept but not confirmed), and yielded without the pixels whose
+    confidence is not above `fuse_min_confidence` and those its neighbouring depth maps do
+    not confirm (`fusion.consistency`). A frame that
     cannot be read (`Sequence.readable_frame`) gives no depth map and is no source.
     """
     estimator = make_estimator(config.depth, config.device)
@@ -351,10 +355,11 @@ def plane_sweep_depth_maps(
         frame = sequence.readable_frame(index)
         return None if frame is None else replace(frame, world_T_cam_44=poses.world_T_cam_44[index])
 
-    depth_dir = out_dir / "depth"
-    depth_dir.mkdir(exist_ok=True)
-    for earlier_png in depth_dir.glob("*.png"):  # an earlier run's maps would be scored as this run's
-        earlier_png.unlink()
+    depth_dir, confidence_dir = out_dir / DEPTH_DIR, out_dir / CONFIDENCE_DIR
+    for folder in (depth_dir, confidence_dir):
+        folder.mkdir(exist_ok=True)
+        for earlier_png in folder.glob("*.png"):  # an earlier run's maps would be scored as this run's
+            earlier_png.unlink()
 
     def estimates() -> Iterator[EstimatedDepth[Frame]]:
         for plan in selection.plans:
@@ -367,6 +372,7 @@ def plane_sweep_depth_maps(
                 continue
             result = estimator.estimate(reference, sources, sequence.camera)
             write_depth_png(depth_dir / f"{reference.index}.png", result.depth_hw)
+            write_confidence_png(confidence_dir / f"{reference.index}.png", result.confidence_hw)
             report.depth_maps += 1
             confident_hw = result.confidence_hw > config.depth.fuse_min_confidence
             depth_hw = np.where(confident_hw, result.depth_hw, 0.0).astype(np.float32)
@@ -454,6 +460,8 @@ def write_outputs(
             )
             report.outputs.append(str(write_text_atomic(out_dir / "trajectory.txt", text)))
             report.outputs += [str(path) for path in write_interop(out_dir, sequence, poses.world_T_cam_44, cloud)]
+    if report.depth_maps:
+        report.outputs += [str(out_dir / DEPTH_DIR), str(out_dir / CONFIDENCE_DIR)]
     report.outputs.append(str(out_dir / "report.json"))
     report.skipped = dict(sorted({**report.skipped, **sequence.unreadable}.items()))
     write_json_atomic(out_dir / "report.json", asdict(report))

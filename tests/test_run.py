@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import open3d as o3d
 
+from fusion.export import read_confidence_hw
 from fusion.metrics import cull_to_views, mesh_metrics
 from fusion.reference import REFERENCE_FILE
 from mvs.config import RunConfig
@@ -137,6 +138,15 @@ def test_classic_plane_sweep_writes_a_depth_map_per_planned_keyframe(small_room,
     assert report["depth_maps"] == len(written) > 0
     unplanned = [i for i, reason in report["skipped"].items() if reason == "no overlapping source frames"]
     assert report["keyframes"] == 40 == len(written) + len(unplanned)
+    assert sorted(int(p.stem) for p in (out / "confidence").glob("*.png")) == written
+    assert str(out / "depth") in report["outputs"] and str(out / "confidence") in report["outputs"]
+    for index in written:
+        depth_mm_hw = cv2.imread(str(out / "depth" / f"{index}.png"), cv2.IMREAD_UNCHANGED)
+        confidence_hw = read_confidence_hw(out / "confidence" / f"{index}.png")
+        # The classic regressor keeps depth only where it is confident (its minimum is 0.3; the
+        # bilinear upsampling lowers that at the edges of the kept regions, never to 0).
+        assert confidence_hw.shape == depth_mm_hw.shape and confidence_hw.max() <= 1.0
+        assert np.all(confidence_hw[depth_mm_hw > 0] > 0) and np.median(confidence_hw[depth_mm_hw > 0]) >= 0.3
     sequence = open_sequence(str(small_room))
     position = sequence.indices.index(written[len(written) // 2])
     predicted_hw = cv2.imread(str(out / "depth" / f"{written[len(written) // 2]}.png"), cv2.IMREAD_UNCHANGED) / 1000.0

@@ -157,6 +157,13 @@ def sequence_args(context: BenchContext, sequence: str) -> list[str]:
     return ["--sequence", context.tabletop]
 
 
+CONFIRMED_NOTE = (
+    "Confirmed: the pixels a map's confidence (`confidence/<index>.png`; for learned depth the local sweep's "
+    "ZNCC) confirms, which are the ones fused, with their share of the ground-truth pixels; the other "
+    "columns score every pixel of the saved maps."
+)
+
+
 def out_dir(context: BenchContext, folder: str) -> Path:
     return Path(context.work_dir) / "depth" / folder
 
@@ -176,14 +183,15 @@ def kitchen_tables(context: BenchContext, runs: MeasuredRuns) -> tuple[list[Tabl
         f"Depth and mesh accuracy: redkitchen {FRAMES}, default settings, ground-truth poses unless the row "
         "says otherwise",
         [f"{m.run.command} && python -m mvs.eval --out {out_dirs[label]}" for label, m in measured.items()],
-        ["depth", "AbsRel", "delta < 1.25", "delta < 1.25^2", "completeness", "mesh F-score @ 5 cm", "keyframes"],
-        "lrrrrrr",
+        ["depth", "AbsRel", "delta < 1.25", "delta < 1.25^2", "completeness", "AbsRel, confirmed", "confirmed",
+         "mesh F-score @ 5 cm", "keyframes"],
+        "lrrrrrrrr",
         notes="Depth against the Kinect depth within (0, 10] m over the keyframes' maps; mesh against the mesh "
               "fused from sensor depth with ground-truth poses, culled to the views. The sensor row fuses the "
               "sensor's own maps (every frame): the ceiling of the mesh score. The tracked row's mesh is first "
               "aligned to the ground truth by the SE(3) alignment of its trajectory (as `mvs.eval` does). No "
               "`--config`: the input chooses the fusion range and the refinement of its poses to the colour "
-              "images from colour alone (config.yaml of each run gives the reasons).",
+              "images from colour alone (config.yaml of each run gives the reasons). " + CONFIRMED_NOTE,
     )
     stages = Table(
         f"Time per stage and peak memory of those runs (seconds; {FRAMES} = 500 frames)",
@@ -195,10 +203,12 @@ def kitchen_tables(context: BenchContext, runs: MeasuredRuns) -> tuple[list[Tabl
     data = {"frames": FRAMES, "runs": {}}
     for source, m in measured.items():
         depth_metrics = m.evaluation.get("depth") or {}
+        confirmed = m.evaluation.get("depth_confirmed") or {}
         accuracy.add_row(
             source, fmt(depth_metrics.get("abs_rel")), fmt(depth_metrics.get("delta1")),
-            fmt(depth_metrics.get("delta2")), fmt(depth_metrics.get("completeness")),
-            fmt(m.metric("mesh", "fscore")), str(m.report["keyframes"]) if source != "sensor" else "—",
+            fmt(depth_metrics.get("delta2")), fmt(depth_metrics.get("completeness")), fmt(confirmed.get("abs_rel")),
+            fmt(confirmed.get("completeness")), fmt(m.metric("mesh", "fscore")),
+            str(m.report["keyframes"]) if source != "sensor" else "—",
         )
         depth_maps = m.report["depth_maps"]
         stages.add_row(
@@ -232,27 +242,28 @@ def adapt_table(context: BenchContext, runs: MeasuredRuns) -> tuple[Table, dict]
     table = Table(
         "Learned depth with default settings (no `--config`), ground-truth poses, without and with `--adapt`",
         [f"{m.run.command} && python -m mvs.eval --out {out_dir(context, folder)}" for folder, m in measured.items()],
-        ["sequence", "`--adapt`", "AbsRel", "delta < 1.25", "mesh F-score @ 5 cm", "keyframes", "`--adapt` took",
-         "adaptation steps", "wall (whole command)"],
-        "llrrrrrrr",
+        ["sequence", "`--adapt`", "AbsRel", "delta < 1.25", "AbsRel, confirmed", "confirmed", "mesh F-score @ 5 cm",
+         "keyframes", "`--adapt` took", "adaptation steps", "wall (whole command)"],
+        "llrrrrrrrrr",
         notes="Depth against the sensor depth within (0, 10] m over the keyframes' maps; mesh against the mesh fused "
               "from sensor depth with ground-truth poses. `--adapt` took: the seconds of the fine-tuning "
-              "(report.json `adaptation`), within the wall time of the whole command.",
+              "(report.json `adaptation`), within the wall time of the whole command. " + CONFIRMED_NOTE,
     )
     data = {}
     for label, folder, args, _ in rows:
         m = measured[folder]
         adaptation = m.report.get("adaptation") or {}
         depth_metrics = m.evaluation.get("depth") or {}
+        confirmed = m.evaluation.get("depth_confirmed") or {}
         adapted = "--adapt" in args
         table.add_row(
             label, "yes" if adapted else "no", fmt(depth_metrics.get("abs_rel")), fmt(depth_metrics.get("delta1")),
-            fmt(m.metric("mesh", "fscore")), str(m.report["keyframes"]),
+            fmt(confirmed.get("abs_rel")), fmt(confirmed.get("completeness")), fmt(m.metric("mesh", "fscore")), str(m.report["keyframes"]),
             fmt(adaptation.get("seconds"), 0, " s") if adapted else "—",
             str(adaptation.get("steps", "—")) if adapted else "—", fmt(m.run.seconds, 0, " s"),
         )
         data[folder] = {"command": m.run.command, "seconds": m.run.seconds, "adaptation": adaptation,
-                        "depth": depth_metrics, "mesh": m.evaluation.get("mesh"), "keyframes": m.report["keyframes"]}
+                        "depth": depth_metrics, "depth_confirmed": confirmed or None, "mesh": m.evaluation.get("mesh"), "keyframes": m.report["keyframes"]}
     return table, data
 
 
