@@ -323,14 +323,19 @@ def test_two_view_image_score_counts_only_sensor_depth_in_range() -> None:
     assert score.delta1 == pytest.approx(9 / 13)
     assert image_score(7, None, gt_hw, (0.5, 10.0)).abs_rel is None
     assert image_score(7, np.zeros((4, 5)), gt_hw, (0.5, 10.0)).abs_rel is None
+    assert score.confirmed_abs_rel is None and score.confirmed_share is None  # no confidence map
+    confidence_hw = np.where(depth_hw == 2.2, 0.7, 0.0)  # the halved depths unconfirmed
+    confirmed = image_score(7, depth_hw, gt_hw, (0.5, 10.0), confidence_hw)
+    assert confirmed.abs_rel == pytest.approx(score.abs_rel)
+    assert confirmed.confirmed_abs_rel == pytest.approx(0.1) and confirmed.confirmed_share == pytest.approx(9 / 14)
 
 
 def test_two_view_rows_count_pairs_with_no_depth_and_take_median_and_mean_per_image() -> None:
     from mvs.bench.twoview import ImageScore, Pair, summary_row
 
     scores = {
-        Pair(0, 20): [ImageScore(0, 0.1, 0.9), ImageScore(20, 0.2, 0.8)],
-        Pair(5, 40): [ImageScore(5, 0.6, 0.5), ImageScore(40, None, None)],
+        Pair(0, 20): [ImageScore(0, 0.1, 0.9, 0.05, 0.5), ImageScore(20, 0.2, 0.8, 0.07, 0.7)],
+        Pair(5, 40): [ImageScore(5, 0.6, 0.5, None, 0.0), ImageScore(40, None, None)],
         Pair(9, 60): [ImageScore(9, None, None), ImageScore(60, None, None)],
     }
     cells, figures = summary_row("all", scores)
@@ -338,7 +343,9 @@ def test_two_view_rows_count_pairs_with_no_depth_and_take_median_and_mean_per_im
     assert figures["median_abs_rel"] == pytest.approx(0.2)
     assert figures["mean_abs_rel"] == pytest.approx(0.3)
     assert figures["mean_delta1"] == pytest.approx(0.2 / 3 * 11)
-    assert cells == ["all", "3", "3 of 6", "1", "0.200", "0.300", "0.733"]
+    assert figures["median_confirmed_abs_rel"] == pytest.approx(0.06)
+    assert figures["mean_confirmed_share"] == pytest.approx(0.4)
+    assert cells == ["all", "3", "3 of 6", "1", "0.200", "0.300", "0.733", "0.060", "0.400"]
 
 
 def test_depth_suite_runs_default_settings_and_shares_the_kitchen_learned_run(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ Every pair runs `python -m mvs.run --frames I:J+1:J-I --poses gt --depth learned
 through that command's own argument parsing and pipeline (`mvs.run.build_config`,
 `mvs.pipeline.run`), in this process: a child per pair would spend most of its time importing.
 Both frames are references, each the other's only source candidate. Each depth map written to
-`depth/<index>.png` is scored against the frame's sensor depth within DEPTH_RANGE_M; a frame
-the run gives no depth map counts as an image with no depth.
+`depth/<index>.png` is scored against the frame's sensor depth within DEPTH_RANGE_M, over all
+its pixels and over those `confidence/<index>.png` confirms; a frame the run gives no depth
+map counts as an image with no depth.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fusion.export import read_confidence_hw
 from mvs.bench.report import Table, fmt
 from mvs.bench.runs import BenchContext, command_line
 from mvs.depth_metrics import depth_metrics
 from mvs.io.layout import open_sequence
-from mvs.pipeline import RunReport, run as run_pipeline
+from mvs.pipeline import CONFIDENCE_DIR, DEPTH_DIR, RunReport, run as run_pipeline
 from mvs.run import build_config, parse_args
 from mvs.types import Sequence
 
@@ -60,11 +62,16 @@ class Pair:
 @dataclass
 class ImageScore:
     """Per-image AbsRel and delta < 1.25 of one depth map over the sensor depth in range;
-    None where the run wrote no depth map (or it has no estimate on those pixels)."""
+    None where the run wrote no depth map (or it has no estimate on those pixels).
+    confirmed_abs_rel, confirmed_share: the AbsRel over the pixels its confidence map
+    confirms and their share of the pixels in range (None without a confidence map, or
+    the AbsRel where none is confirmed)."""
 
     index: int
     abs_rel: float | None
     delta1: float | None
+    confirmed_abs_rel: float | None = None
+    confirmed_share: float | None = None
 
 
 def choose_pairs(indices: list[int], count: int, gap_frames: tuple[int, int], seed: int) -> list[Pair]:
@@ -89,17 +96,26 @@ def choose_pairs(indices: list[int], count: int, gap_frames: tuple[int, int], se
 
 
 def image_score(
-    index: int, depth_hw: np.ndarray | None, gt_hw: np.ndarray, depth_range_m: tuple[float, float]
+    index: int,
+    depth_hw: np.ndarray | None,
+    gt_hw: np.ndarray,
+    depth_range_m: tuple[float, float],
+    confidence_hw: np.ndarray | None = None,
 ) -> ImageScore:
     """AbsRel and delta < 1.25 of one depth map (metres, 0 = none) over the pixels with
-    sensor depth `gt_hw` in `depth_range_m` (metres, inclusive) and an estimate."""
+    sensor depth `gt_hw` in `depth_range_m` (metres, inclusive) and an estimate; with its
+    `confidence_hw`, also over the pixels it confirms (confidence above 0)."""
     if depth_hw is None:
         return ImageScore(index, None, None)
-    in_range_hw = (gt_hw >= depth_range_m[0]) & (gt_hw <= depth_range_m[1])
-    metrics = depth_metrics(depth_hw, np.where(in_range_hw, gt_hw, 0.0), max_depth=depth_range_m[1])
+    gt_in_range_hw = np.where((gt_hw >= depth_range_m[0]) & (gt_hw <= depth_range_m[1]), gt_hw, 0.0)
+    metrics = depth_metrics(depth_hw, gt_in_range_hw, max_depth=depth_range_m[1])
     if metrics.num_pixels == 0:
         return ImageScore(index, None, None)
-    return ImageScore(index, metrics.abs_rel, metrics.delta1)
+    if confidence_hw is None:
+        return ImageScore(index, metrics.abs_rel, metrics.delta1)
+    confirmed = depth_metrics(np.where(confidence_hw > 0, depth_hw, 0.0), gt_in_range_hw, max_depth=depth_range_m[1])
+    confirmed_abs_rel = confirmed.abs_rel if confirmed.num_pixels else None
+    return ImageScore(index, metrics.abs_rel, metrics.delta1, confirmed_abs_rel, confirmed.completeness)
 
 
 def read_depth_m_hw(path: Path) -> np.ndarray:
@@ -130,6 +146,9 @@ def summary_row(label: str, scores: dict[Pair, list[ImageScore]]) -> tuple[list[
     abs_rel = [s.abs_rel for pair_scores in scores.values() for s in pair_scores if s.abs_rel is not None]
     delta1 = [s.delta1 for pair_scores in scores.values() for s in pair_scores if s.delta1 is not None]
     no_depth = sum(all(s.abs_rel is None for s in pair_scores) for pair_scores in scores.values())
+    confirmed = [s.confirmed_abs_rel for pair_scores in scores.values() for s in pair_scores
+                 if s.confirmed_abs_rel is not None]
+    shares = [s.confirmed_share for pair_scores in scores.values() for s in pair_scores if s.confirmed_share is not None]
     figures = {
         "pairs": len(scores),
         "images": 2 * len(scores),
@@ -138,17 +157,25 @@ def summary_row(label: str, scores: dict[Pair, list[ImageScore]]) -> tuple[list[
         "median_abs_rel": statistics.median(abs_rel) if abs_rel else None,
         "mean_abs_rel": statistics.fmean(abs_rel) if abs_rel else None,
         "mean_delta1": statistics.fmean(delta1) if delta1 else None,
+        "median_confirmed_abs_rel": statistics.median(confirmed) if confirmed else None,
+        "mean_confirmed_share": statistics.fmean(shares) if shares else None,
     }
     cells = [label, str(len(scores)), f"{len(abs_rel)} of {2 * len(scores)}", str(no_depth),
-             fmt(figures["median_abs_rel"]), fmt(figures["mean_abs_rel"]), fmt(figures["mean_delta1"])]
+             fmt(figures["median_abs_rel"]), fmt(figures["mean_abs_rel"]), fmt(figures["mean_delta1"]),
+             fmt(figures["median_confirmed_abs_rel"]), fmt(figures["mean_confirmed_share"])]
     return cells, figures
 
 
 def score_pair(sequence: Sequence, pair: Pair, out_dir: Path) -> list[ImageScore]:
     """The scores of the pair's two frames (None where the run wrote no depth map)."""
-    paths = [out_dir / "depth" / f"{index}.png" for index in (pair.first, pair.second)]
-    return [image_score(index, read_depth_m_hw(path) if path.is_file() else None, sequence.load_frame(index).depth_hw,
-                        DEPTH_RANGE_M) for index, path in zip((pair.first, pair.second), paths)]
+    scores = []
+    for index in (pair.first, pair.second):
+        path, confidence_path = out_dir / DEPTH_DIR / f"{index}.png", out_dir / CONFIDENCE_DIR / f"{index}.png"
+        scores.append(image_score(
+            index, read_depth_m_hw(path) if path.is_file() else None, sequence.load_frame(index).depth_hw,
+            DEPTH_RANGE_M, read_confidence_hw(confidence_path) if confidence_path.is_file() else None,
+        ))
+    return scores
 
 
 def run(context: BenchContext) -> tuple[Table, dict]:
@@ -170,6 +197,8 @@ def run(context: BenchContext) -> tuple[Table, dict]:
             "frames": [pair.first, pair.second],
             "abs_rel": [s.abs_rel for s in scores[pair]],
             "delta1": [s.delta1 for s in scores[pair]],
+            "confirmed_abs_rel": [s.confirmed_abs_rel for s in scores[pair]],
+            "confirmed_share": [s.confirmed_share for s in scores[pair]],
             "skipped": report.skipped,
             "seconds": time.perf_counter() - pair_start,
         }
@@ -184,13 +213,15 @@ def run(context: BenchContext) -> tuple[Table, dict]:
         "each a 2-frame sequence, ground-truth poses, learned depth",
         [command_line("mvs.run", pair_args(context.kitchen, first, work / first.name)) + "  # the first pair"],
         ["frames apart", "pairs", "images with depth", "pairs with no depth", "median AbsRel", "mean AbsRel",
-         "mean delta < 1.25"],
-        "lrrrrrr",
+         "mean delta < 1.25", "median AbsRel, confirmed", "mean confirmed share"],
+        "lrrrrrrrr",
         notes=f"Pairs drawn with seed {SEED} (the gap uniform in {GAP_FRAMES[0]}-{GAP_FRAMES[1]} frames, then the "
               "first frame), each run with `--frames I:J+1:J-I` through `mvs.run`'s own parsing and pipeline in the "
               f"benchmark process ({seconds:.0f} s, {seconds / len(pairs):.1f} s a pair); both frames are references. "
               f"AbsRel and delta per image, over the pixels with sensor depth within {DEPTH_RANGE_M[0]:g}-"
-              f"{DEPTH_RANGE_M[1]:g} m; a pair with no depth has a depth map for neither frame.",
+              f"{DEPTH_RANGE_M[1]:g} m; a pair with no depth has a depth map for neither frame. Confirmed: "
+              "the pixels of each image its confidence map (`confidence/<index>.png`) confirms, the ones a run "
+              "fuses, and their share of the pixels in range.",
     )
     data["rows"] = {}
     for low, high in GAP_BANDS:
