@@ -106,6 +106,9 @@ def write_depth_png(path: Path, depth_hw: np.ndarray) -> Path:
     return _write_atomic(path, write)
 
 
+DEPTH_DIR, CONFIDENCE_DIR = "depth", "confidence"
+"""Folders of a run's plane-sweep depth maps and their confidences (`<frame index>.png`)."""
+
 CONFIDENCE_LEVELS = 65535
 """A confidence PNG holds ceil(confidence * CONFIDENCE_LEVELS) as uint16, so that every
 confidence above 0 stays above 0 and a threshold reads back to within 1 / 65535."""

@@ -23,12 +23,12 @@ import numpy as np
 import open3d as o3d
 from tqdm import tqdm
 
-from fusion.export import read_confidence_hw, write_json_atomic, write_ply
+from fusion.export import CONFIDENCE_DIR, DEPTH_DIR, read_confidence_hw, write_json_atomic, write_ply
 from fusion.metrics import MeshMetrics, mesh_metrics
 from fusion.reference import REFERENCE_FILE, reference_mesh
 from mvs.depth_metrics import DepthMetrics, DepthMetricsAccumulator
 from mvs.config import RunConfig, load_yaml, update_dataclass
-from mvs.pipeline import CONFIDENCE_DIR, DEPTH_DIR, load_sequence
+from mvs.pipeline import load_sequence
 from mvs.report import write_report_html
 from mvs.types import Sequence
 from slam.alignment import Similarity, umeyama_alignment

@@ -20,7 +20,15 @@ import yaml
 from tqdm import tqdm
 
 from fusion.consistency import EstimatedDepth, filter_consistent
-from fusion.export import write_confidence_png, write_depth_png, write_json_atomic, write_ply, write_text_atomic
+from fusion.export import (
+    CONFIDENCE_DIR,
+    DEPTH_DIR,
+    write_confidence_png,
+    write_depth_png,
+    write_json_atomic,
+    write_ply,
+    write_text_atomic,
+)
 from fusion.reference import REFERENCE_FILE
 from fusion.tsdf import TSDFVolume
 from mvs.adapt import adapt_to_sequence, describe_adaptation
@@ -47,8 +55,6 @@ NOMINAL_MEDIAN_DEPTH_M = 2.0
 NORMALISED_UNITS = f"tracking units (scaled to a {NOMINAL_MEDIAN_DEPTH_M:g} m median scene depth)"
 UNJOINED_REASON = "in a tracked piece that never joined the main map"
 OUTPUTS_DIR = Path("outputs")
-DEPTH_DIR, CONFIDENCE_DIR = "depth", "confidence"
-"""Folders of a run's plane-sweep depth maps and their confidences (`<frame index>.png`)."""
 AUTO_REASONS = {
     "gt": "the sequence has poses",
     "rgbd": "the sequence has sensor depth but no poses",

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fusion.export import write_text_atomic
+from fusion.export import CONFIDENCE_DIR, DEPTH_DIR, read_confidence_hw, write_text_atomic
 from mvs.types import Sequence
 from mvs.view import load_scene, screenshot
 
@@ -79,13 +79,14 @@ def figure(uri: str, caption: str) -> str:
 
 
 def depth_rows_html(out_dir: Path, sequence: Sequence | None, fused: list[int], metric: bool) -> str:
-    """Up to DEPTH_ROWS evenly spaced frames: input, estimate (`depth/<index>.png`) and
-    sensor depth, each row colourised over one range; frames of `fused` when there are no
+    """Up to DEPTH_ROWS evenly spaced frames: input, estimate (`depth/<index>.png`), the
+    part of it its confidence map confirms (`confidence/<index>.png`) and sensor depth, each
+    row colourised over one range; frames of `fused` when there are no
     estimates (a `--depth sensor` run). `metric` says the estimates are in metres; in
     tracking units they are shown without the sensor depth."""
     if sequence is None:
         return '<p class="note">No input frames available.</p>'
-    estimated = sorted(int(p.stem) for p in (out_dir / "depth").glob("*.png") if p.stem.isdigit())
+    estimated = sorted(int(p.stem) for p in (out_dir / DEPTH_DIR).glob("*.png") if p.stem.isdigit())
     candidates = estimated or fused
     if not candidates:
         return '<p class="note">No depth maps.</p>'
@@ -99,9 +100,15 @@ def depth_rows_html(out_dir: Path, sequence: Sequence | None, fused: list[int], 
             continue
         maps = []
         if estimated:
-            estimate_mm_hw = cv2.imread(str(out_dir / "depth" / f"{index}.png"), cv2.IMREAD_UNCHANGED)
+            estimate_mm_hw = cv2.imread(str(out_dir / DEPTH_DIR / f"{index}.png"), cv2.IMREAD_UNCHANGED)
             if estimate_mm_hw is not None:
-                maps.append(("estimate", estimate_mm_hw.astype(np.float32) / 1000.0))
+                estimate_hw = estimate_mm_hw.astype(np.float32) / 1000.0
+                maps.append(("estimate", estimate_hw))
+                confidence_path = out_dir / CONFIDENCE_DIR / f"{index}.png"
+                if confidence_path.is_file():
+                    confirmed_hw = np.where(read_confidence_hw(confidence_path) > 0, estimate_hw, 0.0)
+                    share = np.count_nonzero(confirmed_hw) / max(np.count_nonzero(estimate_hw), 1)
+                    maps.append((f"confirmed: {share:.0%} of the estimate", confirmed_hw))
         if frame.depth_hw is not None and (metric or not estimated):
             maps.append(("sensor depth", frame.depth_hw))
         cells = [figure(png_data_uri(thumbnail_hw3(frame.image_hw3)), f"frame {index}: input")]

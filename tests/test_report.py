@@ -67,6 +67,14 @@ def test_run_writes_a_report_that_eval_refreshes_with_metrics(small_room, tmp_pa
         assert estimate.split(", ", 1)[1] == sensor.split(", ", 1)[1]
         difference_hw = np.abs(images[estimate].astype(int) - images[sensor].astype(int)).max(axis=2)
         assert np.mean(difference_hw < 40) > 0.5
+    # Beside each estimate, the part its confidence map confirms, in the same colours.
+    confirmed = [c for c in images if c.startswith("confirmed: ")]
+    assert len(confirmed) == 4
+    for estimate, part in zip(estimates, confirmed):
+        assert re.match(r"confirmed: \d+% of the estimate, ", part) and part.split(", ", 1)[1] == estimate.split(", ", 1)[1]
+        shown_hw = np.any(images[part] != NO_DEPTH_RGB, axis=2)
+        assert shown_hw.mean() > 0.3
+        np.testing.assert_array_equal(images[part][shown_hw], images[estimate][shown_hw])
     mesh_view = [c for c in images if c.startswith("mesh.ply")]
     assert len(mesh_view) == 1 and "Mesh view not rendered" not in page
     np.testing.assert_array_equal(images[mesh_view[0]],

@@ -20,12 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fusion.export import read_confidence_hw
+from fusion.export import CONFIDENCE_DIR, DEPTH_DIR, read_confidence_hw
 from mvs.bench.report import Table, fmt
 from mvs.bench.runs import BenchContext, command_line
 from mvs.depth_metrics import depth_metrics
 from mvs.io.layout import open_sequence
-from mvs.pipeline import CONFIDENCE_DIR, DEPTH_DIR, RunReport, run as run_pipeline
+from mvs.pipeline import RunReport, run as run_pipeline
 from mvs.run import build_config, parse_args
 from mvs.types import Sequence
 
