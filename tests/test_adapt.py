@@ -198,7 +198,7 @@ def test_run_with_adapt_saves_weights_that_weights_reuses(small_room: Path, tmp_
     assert run_cli(*common, "--adapt", "--out", str(adapted)) == 0
     report = json.loads((adapted / "report.json").read_text())
     adaptation = report["adaptation"]
-    assert adaptation["steps"] == 2 and adaptation["parameters"] == "decoder"
+    assert adaptation["steps"] == 2 and adaptation["parameters"] == "all"
     assert adaptation["weights"] == str(adapted / "adapted.pt") and adaptation["weights"] in report["outputs"]
     assert adaptation["loss_before"] > 0 and adaptation["loss_after"] > 0 and report["seconds"]["adapt"] > 0
     assert run_cli(*common, "--weights", str(adapted / "adapted.pt"), "--out", str(reused)) == 0
