@@ -319,7 +319,9 @@ def generate_room(spec: RoomSpec, out_dir: Path, progress: bool = True) -> Path:
     o3d.io.write_triangle_mesh(str(partial_dir / "mesh.ply"), room.legacy_mesh())
     jobs = [(index, partial_dir) for index in range(spec.num_frames)]
     workers = min(os.cpu_count() or 1, 4)
-    with multiprocessing.get_context().Pool(workers, initializer=_start_renderer, initargs=(room,)) as pool:
+    # Fresh worker processes: a fork of a process whose thread pools (torch, Open3D) are running
+    # can inherit a lock another thread held and wait on it forever.
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_start_renderer, initargs=(room,)) as pool:
         rendered = pool.imap_unordered(_render_frame, jobs, chunksize=4)
         for _ in tqdm(rendered, total=len(jobs), desc=f"rendering {out_dir.name}", disable=not progress, unit="frame"):
             pass
