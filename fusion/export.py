@@ -106,6 +106,14 @@ def write_depth_png(path: Path, depth_hw: np.ndarray) -> Path:
     return _write_atomic(path, write)
 
 
+def read_depth_hw(path: Path) -> np.ndarray:
+    """A depth map written by `write_depth_png`: (H, W) float32 metres, 0 = none."""
+    depth_mm_hw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if depth_mm_hw is None:
+        raise ValueError(f"{path}: cannot read depth image")
+    return depth_mm_hw.astype(np.float32) / np.float32(1000.0)
+
+
 DEPTH_DIR, CONFIDENCE_DIR = "depth", "confidence"
 """Folders of a run's plane-sweep depth maps and their confidences (`<frame index>.png`)."""
 

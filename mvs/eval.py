@@ -18,12 +18,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import open3d as o3d
 from tqdm import tqdm
 
-from fusion.export import CONFIDENCE_DIR, DEPTH_DIR, read_confidence_hw, write_json_atomic, write_ply
+from fusion.export import CONFIDENCE_DIR, DEPTH_DIR, read_confidence_hw, read_depth_hw, write_json_atomic, write_ply
 from fusion.metrics import MeshMetrics, mesh_metrics
 from fusion.reference import REFERENCE_FILE, reference_mesh
 from mvs.depth_metrics import DepthMetrics, DepthMetricsAccumulator
@@ -113,10 +112,7 @@ def evaluate_depth(
     for path in tqdm(paths, desc="depth metrics", unit="map"):
         if not path.stem.isdigit() or int(path.stem) not in positions:
             raise ValueError(f"{path}: expected <frame index>.png of a frame of {sequence.root}")
-        predicted_mm_hw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if predicted_mm_hw is None:
-            raise ValueError(f"{path}: cannot read depth image")
-        predicted_hw = predicted_mm_hw.astype(np.float32) * np.float32(scale / 1000.0)
+        predicted_hw = read_depth_hw(path) * np.float32(scale)
         gt_hw = sequence[positions[int(path.stem)]].depth_hw
         every.add(predicted_hw, gt_hw)
         confidence_path = out_dir / CONFIDENCE_DIR / path.name

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fusion.export import CONFIDENCE_DIR, DEPTH_DIR, read_confidence_hw, write_text_atomic
+from fusion.export import CONFIDENCE_DIR, DEPTH_DIR, read_confidence_hw, read_depth_hw, write_text_atomic
 from mvs.types import Sequence
 from mvs.view import load_scene, screenshot
 
@@ -100,9 +100,11 @@ def depth_rows_html(out_dir: Path, sequence: Sequence | None, fused: list[int], 
             continue
         maps = []
         if estimated:
-            estimate_mm_hw = cv2.imread(str(out_dir / DEPTH_DIR / f"{index}.png"), cv2.IMREAD_UNCHANGED)
-            if estimate_mm_hw is not None:
-                estimate_hw = estimate_mm_hw.astype(np.float32) / 1000.0
+            try:
+                estimate_hw = read_depth_hw(out_dir / DEPTH_DIR / f"{index}.png")
+            except ValueError:
+                pass  # an unreadable map is left out of its row
+            else:
                 maps.append(("estimate", estimate_hw))
                 confidence_path = out_dir / CONFIDENCE_DIR / f"{index}.png"
                 if confidence_path.is_file():

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fusion.export import DEPTH_DIR, read_depth_hw
 from mvs.bench import twoview
 from mvs.bench.report import Table, fmt
 from mvs.bench.runs import BenchContext
 from mvs.bench.track import MeasuredRuns, selected
-from mvs.bench.twoview import read_depth_m_hw
 from mvs.config import DepthConfig
 from mvs.costvolume import inverse_depth_hypotheses_d, same_camera_sweep, zncc_cost_volume
 from mvs.depth import ClassicDepthEstimator, LearnedDepthEstimator, grey_b1hw, prepare_inputs
@@ -126,10 +126,10 @@ def keyframe_table(sequence: Sequence, repeats: int) -> tuple[Table, dict]:
 def same_pixels_table(sequence: Sequence, learned_dir: Path, classic_dir: Path) -> tuple[Table, dict]:
     """Learned against classic depth on the pixels where classic gives an estimate, over the
     keyframes both runs estimated (sensor depth within (0, 10] m)."""
-    names = sorted({p.name for p in (learned_dir / "depth").glob("*.png")} & {p.name for p in (classic_dir / "depth").glob("*.png")})
+    names = sorted({p.name for p in (learned_dir / DEPTH_DIR).glob("*.png")} & {p.name for p in (classic_dir / DEPTH_DIR).glob("*.png")})
     learned_on_classic, classic = DepthMetricsAccumulator(), DepthMetricsAccumulator()
     for name in names:
-        learned_hw, classic_hw = read_depth_m_hw(learned_dir / "depth" / name), read_depth_m_hw(classic_dir / "depth" / name)
+        learned_hw, classic_hw = read_depth_hw(learned_dir / DEPTH_DIR / name), read_depth_hw(classic_dir / DEPTH_DIR / name)
         gt_hw = sequence.load_frame(int(Path(name).stem)).depth_hw
         learned_on_classic.add(np.where(classic_hw > 0, learned_hw, 0.0), gt_hw)
         classic.add(classic_hw, gt_hw)

@@ -17,10 +17,9 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from fusion.export import CONFIDENCE_DIR, DEPTH_DIR, read_confidence_hw
+from fusion.export import CONFIDENCE_DIR, DEPTH_DIR, read_confidence_hw, read_depth_hw
 from mvs.bench.report import Table, fmt
 from mvs.bench.runs import BenchContext, command_line
 from mvs.depth_metrics import depth_metrics
@@ -118,14 +117,6 @@ def image_score(
     return ImageScore(index, metrics.abs_rel, metrics.delta1, confirmed_abs_rel, confirmed.completeness)
 
 
-def read_depth_m_hw(path: Path) -> np.ndarray:
-    """A depth map written by `mvs.run` (uint16 millimetres) in metres."""
-    depth_mm_hw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if depth_mm_hw is None:
-        raise ValueError(f"{path}: cannot read depth image")
-    return depth_mm_hw.astype(np.float64) / 1000.0
-
-
 def pair_args(kitchen: str, pair: Pair, out_dir: Path) -> list[str]:
     return ["--sequence", kitchen, "--frames", pair.frames, "--poses", "gt", "--depth", "learned",
             "--keyframes", "all", "--no-render", "--out", str(out_dir)]
@@ -172,7 +163,7 @@ def score_pair(sequence: Sequence, pair: Pair, out_dir: Path) -> list[ImageScore
     for index in (pair.first, pair.second):
         path, confidence_path = out_dir / DEPTH_DIR / f"{index}.png", out_dir / CONFIDENCE_DIR / f"{index}.png"
         scores.append(image_score(
-            index, read_depth_m_hw(path) if path.is_file() else None, sequence.load_frame(index).depth_hw,
+            index, read_depth_hw(path) if path.is_file() else None, sequence.load_frame(index).depth_hw,
             DEPTH_RANGE_M, read_confidence_hw(confidence_path) if confidence_path.is_file() else None,
         ))
     return scores
