@@ -74,6 +74,19 @@ def is_valid_pose_44(a_T_b_44: np.ndarray, tolerance: float = 1e-3) -> bool:
     return bool(orthonormal and abs(np.linalg.det(R_33) - 1.0) < tolerance)
 
 
+def nearest_rigid_pose_44(a_T_b_44: np.ndarray) -> np.ndarray:
+    """The rigid transform nearest to a near-rigid 4x4 one (rotation block with det > 0): its
+    rotation block replaced by the closest rotation in the Frobenius norm (U V^T of its SVD),
+    the translation kept.
+
+    Datasets store rotations rounded or accumulated to about 1e-4 of orthonormality
+    (7-Scenes: 4e-4); poses composed onto them (refinement, alignment) inherit and grow the
+    error until a reader's rigidity check refuses them.
+    """
+    U_33, _, Vt_33 = np.linalg.svd(a_T_b_44[:3, :3])
+    return make_pose_44(U_33 @ Vt_33, a_T_b_44[:3, 3])
+
+
 def quaternion_to_matrix_33(q_xyzw: np.ndarray) -> np.ndarray:
     """Rotation matrix of a quaternion (x, y, z, w) (TUM order); normalised first."""
     x, y, z, w = np.asarray(q_xyzw, dtype=np.float64) / np.linalg.norm(q_xyzw)

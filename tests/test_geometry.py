@@ -76,6 +76,19 @@ def test_pose_validity():
     assert not geometry.is_valid_pose_44(np.diag([2.0, 1.0, 1.0, 1.0]))
 
 
+def test_nearest_rigid_pose_removes_a_small_non_orthonormality():
+    rotation_33 = geometry.quaternion_to_matrix_33(np.array([0.1, -0.3, 0.2, 0.9]))
+    rigid_44 = geometry.make_pose_44(rotation_33, np.array([1.0, -2.0, 0.5]))
+    drifted_44 = rigid_44.copy()
+    drifted_44[:3, :3] = rotation_33 @ np.diag([1.0004, 0.9997, 1.0]) + 2e-4 * np.eye(3)[[1, 2, 0]]
+    assert not np.allclose(drifted_44[:3, :3] @ drifted_44[:3, :3].T, np.eye(3), atol=1e-4)
+    nearest_44 = geometry.nearest_rigid_pose_44(drifted_44)
+    np.testing.assert_allclose(nearest_44[:3, :3] @ nearest_44[:3, :3].T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(nearest_44[:3, :3]) == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(nearest_44, rigid_44, atol=5e-4)
+    np.testing.assert_allclose(geometry.nearest_rigid_pose_44(rigid_44), rigid_44, atol=1e-12)
+
+
 def test_look_at_points_the_optical_axis_at_the_target():
     eye_3, target_3 = np.array([1.0, 2.0, 1.5]), np.array([3.0, -1.0, 1.0])
     world_T_cam_44 = geometry.look_at_world_T_cam_44(eye_3, target_3, np.array([0.0, 0.0, 1.0]))

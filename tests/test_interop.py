@@ -228,7 +228,7 @@ def test_images_match_frames_by_file_name_else_by_index(tmp_path) -> None:
     assert (matched, how) == ({4: 0, 6: 1}, "frame index")
     result = imported_poses(sequence, str(by_index), "none")
     assert result.lost == [3, 5] and result.scale == METRES
-    np.testing.assert_array_equal(result.world_T_cam_44[6], world_T_cam_n44[1])
+    np.testing.assert_allclose(result.world_T_cam_44[6], world_T_cam_n44[1], atol=1e-12)
     nothing = tmp_path / "nothing.json"
     write_transforms(nothing, CAMERA, ["a.jpg"], world_T_cam_n44[:1], None)
     with pytest.raises(ValueError, match=f"{nothing}: none of its 1 images matches a selected frame .* 'a.jpg', .* 'c.png'"):

@@ -480,9 +480,13 @@ def test_real_7scenes_redkitchen() -> None:
         frame = sequence[position]
         assert frame.image_hw3.shape == (480, 640, 3) and frame.depth_hw.shape == (480, 640)
         assert 0.5 < frame.depth_hw[240, 320] < 5.0
+        # The stored rotations are orthonormal to ~4e-4 (KinectFusion); the loader makes them
+        # exactly rigid, moving them by no more than that.
+        stored_44 = np.loadtxt(REDKITCHEN / f"frame-{frame.index:06d}.pose.txt")
         R_33 = frame.world_T_cam_44[:3, :3]
-        np.testing.assert_allclose(R_33 @ R_33.T, np.eye(3), atol=1e-3)  # KinectFusion: ~1e-4 drift
-        assert np.linalg.det(R_33) == pytest.approx(1.0, abs=1e-3)
+        np.testing.assert_allclose(R_33 @ R_33.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(R_33) == pytest.approx(1.0, abs=1e-12)
+        np.testing.assert_allclose(frame.world_T_cam_44, stored_44, atol=1e-3)
         raw_hw = cv2.imread(str(REDKITCHEN / f"frame-{frame.index:06d}.depth.png"), cv2.IMREAD_UNCHANGED)
         # Colour (525) and depth (585) cameras share the principal point (320, 240).
         assert frame.depth_hw[240, 320] == pytest.approx(raw_hw[240, 320] / 1000.0, abs=1e-6)

@@ -15,7 +15,7 @@ from typing import Callable, Protocol, TypeVar
 import cv2
 import numpy as np
 
-from mvs.geometry import is_valid_pose_44, register_depth_hw
+from mvs.geometry import is_valid_pose_44, nearest_rigid_pose_44, register_depth_hw
 from mvs.types import Camera, Capture, Frame, Sequence
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def assemble_sequence(
     capture: Capture = Capture(),
 ) -> Sequence:
     """A lazy Sequence over `records`, dropping frames without a valid pose when the
-    sequence has poses.
+    sequence has poses; the kept poses are made exactly rigid (`nearest_rigid_pose_44`).
 
     `make_reader` turns the kept records (by dataset index) into the frame reader;
     `unreadable` lists frames the loader already found unusable (dataset index to reason),
@@ -125,6 +125,8 @@ def assemble_sequence(
             no_pose[record.index] = f"no pose in {record.pose_source}"
         elif has_poses and not is_valid_pose_44(record.world_T_cam_44):
             no_pose[record.index] = f"invalid pose in {record.pose_source}"
+        elif has_poses:
+            kept.append(replace(record, world_T_cam_44=nearest_rigid_pose_44(record.world_T_cam_44)))
         else:
             kept.append(record)
     total = len(records) + len(unreadable)

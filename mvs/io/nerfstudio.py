@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion.export import write_json_atomic
-from mvs.geometry import is_valid_pose_44
+from mvs.geometry import is_valid_pose_44, nearest_rigid_pose_44
 from mvs.io.colmap_model import PIXEL_CENTRE_OFFSET
 from mvs.types import Camera
 
@@ -101,6 +101,6 @@ def read_transforms(path: Path) -> NerfstudioTransforms:
                 f"{where} ({frame['file_path']}): transform_matrix must be a rigid 4x4 (or 3x4) camera-to-world "
                 f"transform, got {frame['transform_matrix']}"
             )
-        frames.append(NerfstudioFrame(str(frame["file_path"]), matrix @ OPENCV_T_OPENGL_44))
+        frames.append(NerfstudioFrame(str(frame["file_path"]), nearest_rigid_pose_44(matrix) @ OPENCV_T_OPENGL_44))
     fl_x, w = content.get("fl_x"), content.get("w")
     return NerfstudioTransforms(path, frames, None if fl_x is None else float(fl_x), None if w is None else int(w))
