@@ -8,7 +8,10 @@ moves to the parabola-refined minimum; a second sweep of finer steps around that
 must find it again (on real rooms this rejects minima the coarse steps only straddle; on a
 clean textured plane it moves the depth by a median 0.07 %). Pixels whose best
 correlation is weak, or whose minimum lies at the edge of the local range, in either sweep,
-keep their input depth and are flagged unconfirmed.
+are flagged unconfirmed. The regressor's error varies slowly over the image, so those take
+the correction the sweep measured on the confirmed pixels around them (a normalised
+convolution of log(refined / input)), where there are any: on the kitchen this takes the
+AbsRel of every pixel from 0.103 to 0.100, on the synthetic room from 0.0142 to 0.0135.
 Depths are metres, poses reference-to-source (`src_T_ref`), pixel centres at integers.
 """
 
@@ -26,6 +29,10 @@ from mvs.sweep_kernels import BEHIND_EPS, pixel_to_grid_scale
 MIN_PATCH_VARIANCE = 1e-4
 """Grey-level variance (intensities in [0, 1]) below which a patch is too flat to correlate."""
 
+MIN_PROPAGATION_SUPPORT = 0.01
+"""Smallest share of confirmed pixels (weighted by the propagation kernel) around an
+unconfirmed pixel for it to take their correction."""
+
 
 @dataclass
 class LocalSweepConfig:
@@ -38,6 +45,9 @@ class LocalSweepConfig:
     zncc_window: ZNCC patch size (pixels at the working resolution).
     aggregation_window: box (pixels) the ZNCC costs are averaged over before the minimum.
     min_correlation: pixels whose mean ZNCC at the minimum is lower stay unconfirmed.
+    propagation_window: box (pixels) applied three times, about a Gaussian of standard
+        deviation window / 2, over which the corrections of confirmed pixels are averaged
+        for the unconfirmed ones (0: unconfirmed pixels keep their input depth).
     """
 
     steps: int = 5
@@ -47,11 +57,13 @@ class LocalSweepConfig:
     zncc_window: int = 7
     aggregation_window: int = 5
     min_correlation: float = 0.5
+    propagation_window: int = 25
 
 
 @dataclass
 class LocalSweepResult:
-    """depth_b1hw: refined depth (metres), the input's where unconfirmed, 0 where it was 0;
+    """depth_b1hw: refined depth (metres); where unconfirmed, the input's times the correction
+    propagated from confirmed pixels around (the input's where there are none); 0 where it was 0;
     correlation_b1hw: mean ZNCC over the sources at the chosen depth where confirmed, else 0."""
 
     depth_b1hw: torch.Tensor
@@ -159,6 +171,26 @@ def _sweep_stage(depth_hw: torch.Tensor, views: _Views, steps: int, step: float,
     return _Stage(torch.where(confirmed_11hw, refined_11hw, depth_hw[None, None]), correlation_11hw, confirmed_11hw)
 
 
+def propagated_correction_11hw(
+    input_11hw: torch.Tensor, refined_11hw: torch.Tensor, confirmed_11hw: torch.Tensor, window: int
+) -> torch.Tensor:
+    """(1, 1, H, W) factor taking each pixel's input depth towards the refined depths of the
+    confirmed pixels around it: exp of the average of log(refined / input) over them (three
+    box passes of `window` pixels); 1 where they weigh less than MIN_PROPAGATION_SUPPORT."""
+    log_ratio_11hw = torch.log(refined_11hw.clamp(min=1e-6) / input_11hw.clamp(min=1e-6))
+    weighted_12hw = torch.cat(
+        [torch.where(confirmed_11hw, log_ratio_11hw, torch.zeros_like(log_ratio_11hw)), confirmed_11hw.to(log_ratio_11hw.dtype)],
+        dim=1,
+    )
+    for _ in range(3):
+        weighted_12hw = box_filter_bchw(weighted_12hw, window)
+    support_11hw = weighted_12hw[:, 1:]
+    mean_log_ratio_11hw = weighted_12hw[:, :1] / support_11hw.clamp(min=1e-12)
+    return torch.where(
+        support_11hw >= MIN_PROPAGATION_SUPPORT, torch.exp(mean_log_ratio_11hw), torch.ones_like(mean_log_ratio_11hw)
+    )
+
+
 def local_sweep(
     depth_hw: torch.Tensor,
     ref_grey_1hw: torch.Tensor,
@@ -174,6 +206,8 @@ def local_sweep(
             "local sweep: expected steps, fine_steps >= 0, step, fine_step > 0 and min_correlation <= 1, got "
             f"{config.steps}, {config.fine_steps}, {config.step}, {config.fine_step}, {config.min_correlation}"
         )
+    if config.propagation_window < 0 or (config.propagation_window and config.propagation_window % 2 == 0):
+        raise ValueError(f"local sweep: expected propagation_window 0 or odd, got {config.propagation_window}")
     if config.steps == 0:
         return LocalSweepResult(depth_hw[None, None], torch.zeros_like(depth_hw)[None, None])
     h, w = depth_hw.shape
@@ -194,7 +228,12 @@ def local_sweep(
         stage = _Stage(
             torch.where(confirmed_11hw, fine.depth_11hw, depth_hw[None, None]), fine.correlation_11hw, confirmed_11hw
         )
+    depth_11hw = stage.depth_11hw
+    if config.propagation_window > 0:
+        input_11hw = depth_hw[None, None]
+        correction_11hw = propagated_correction_11hw(input_11hw, depth_11hw, stage.confirmed_11hw, config.propagation_window)
+        depth_11hw = torch.where(stage.confirmed_11hw, depth_11hw, input_11hw * correction_11hw)
     return LocalSweepResult(
-        depth_b1hw=stage.depth_11hw,
+        depth_b1hw=depth_11hw,
         correlation_b1hw=torch.where(stage.confirmed_11hw, stage.correlation_11hw, torch.zeros_like(stage.correlation_11hw)),
     )

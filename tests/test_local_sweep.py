@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from mvs.geometry import make_pose_44
-from mvs.local_sweep import LocalSweepConfig, local_sweep, pixel_rays_3hw, warp_by_depth_nkhw
+from mvs.local_sweep import (
+    LocalSweepConfig, local_sweep, pixel_rays_3hw, propagated_correction_11hw, warp_by_depth_nkhw,
+)
 from test_costvolume import rotation_33, small_camera, textured_plane_views
 
 PLANE_DEPTH_M = 2.0
@@ -64,7 +66,7 @@ def test_a_depth_a_few_percent_off_moves_onto_the_plane(relative_error: float) -
 def test_depth_outside_the_local_range_or_on_a_flat_image_stays_unconfirmed() -> None:
     ref_1hw, src_n1hw, K_33, src_T_ref_n44 = plane_views()
     far_off_hw = torch.full(ref_1hw.shape[1:], PLANE_DEPTH_M * 1.3)  # beyond the +-12.5 % of inverse depth swept
-    result = local_sweep(far_off_hw, ref_1hw, src_n1hw, K_33, src_T_ref_n44, LocalSweepConfig())
+    result = local_sweep(far_off_hw, ref_1hw, src_n1hw, K_33, src_T_ref_n44, LocalSweepConfig(propagation_window=0))
     confirmed_hw = result.correlation_b1hw[0, 0] > 0
     assert confirmed_hw.float().mean() < 0.05
     assert torch.equal(result.depth_b1hw[0, 0][~confirmed_hw], far_off_hw[~confirmed_hw])
@@ -84,9 +86,9 @@ def test_depth_outside_the_local_range_or_on_a_flat_image_stays_unconfirmed() ->
 def test_the_fine_sweep_confirms_a_subset_of_the_coarse_one_close_to_it(relative_error: float) -> None:
     ref_1hw, src_n1hw, K_33, src_T_ref_n44 = plane_views()
     start_hw = torch.full(ref_1hw.shape[1:], PLANE_DEPTH_M * (1 + relative_error))
-    config = LocalSweepConfig()
+    config = LocalSweepConfig(propagation_window=0)
     both = local_sweep(start_hw, ref_1hw, src_n1hw, K_33, src_T_ref_n44, config)
-    coarse = local_sweep(start_hw, ref_1hw, src_n1hw, K_33, src_T_ref_n44, LocalSweepConfig(fine_steps=0))
+    coarse = local_sweep(start_hw, ref_1hw, src_n1hw, K_33, src_T_ref_n44, LocalSweepConfig(fine_steps=0, propagation_window=0))
     confirmed_hw, coarse_confirmed_hw = both.correlation_b1hw[0, 0] > 0, coarse.correlation_b1hw[0, 0] > 0
     assert not (confirmed_hw & ~coarse_confirmed_hw).any()
     assert confirmed_hw.float().mean() > 0.9 * coarse_confirmed_hw.float().mean()
@@ -96,6 +98,36 @@ def test_the_fine_sweep_confirms_a_subset_of_the_coarse_one_close_to_it(relative
     assert torch.equal(both.depth_b1hw[0, 0][unconfirmed_hw], start_hw[unconfirmed_hw])
 
 
+def test_the_propagated_correction_is_the_confirmed_pixels_one_where_they_are_near() -> None:
+    input_11hw = torch.full((1, 1, 60, 80), 2.2)
+    confirmed_11hw = torch.zeros(1, 1, 60, 80, dtype=torch.bool)
+    confirmed_11hw[..., :30] = True
+    refined_11hw = torch.where(confirmed_11hw, torch.full_like(input_11hw, 2.0), input_11hw)
+    correction_11hw = propagated_correction_11hw(input_11hw, refined_11hw, confirmed_11hw, window=9)
+    # Within reach of the confirmed columns (three 9-pixel boxes reach 12 columns) the factor
+    # is theirs, 2.0 / 2.2, exactly: the average of a constant; beyond, no correction.
+    torch.testing.assert_close(correction_11hw[..., :40], torch.full((1, 1, 60, 40), 2.0 / 2.2))
+    torch.testing.assert_close(correction_11hw[..., 43:], torch.ones(1, 1, 60, 37))
+
+
+def test_pixels_the_sweep_cannot_confirm_take_the_correction_around_them() -> None:
+    ref_1hw, src_n1hw, K_33, src_T_ref_n44 = plane_views()
+    ref_1hw = ref_1hw.clone()
+    ref_1hw[:, 50:70, 70:90] = 0.5  # a flat patch: nothing to correlate
+    start_hw = torch.full(ref_1hw.shape[1:], PLANE_DEPTH_M * 1.05)
+    kept = local_sweep(start_hw, ref_1hw, src_n1hw, K_33, src_T_ref_n44, LocalSweepConfig(propagation_window=0))
+    spread = local_sweep(start_hw, ref_1hw, src_n1hw, K_33, src_T_ref_n44, LocalSweepConfig())
+    patch_hw = (slice(55, 65), slice(75, 85))
+    assert not (spread.correlation_b1hw[0, 0][patch_hw] > 0).any()
+    assert torch.equal(spread.correlation_b1hw, kept.correlation_b1hw)
+    torch.testing.assert_close(kept.depth_b1hw[0, 0][patch_hw], start_hw[patch_hw])
+    # 5 % off before; the surrounding plane's correction brings the patch within 0.5 %.
+    relative_hw = (spread.depth_b1hw[0, 0][patch_hw] - PLANE_DEPTH_M).abs() / PLANE_DEPTH_M
+    assert relative_hw.max() < 0.005
+    confirmed_hw = spread.correlation_b1hw[0, 0] > 0
+    assert torch.equal(spread.depth_b1hw[0, 0][confirmed_hw], kept.depth_b1hw[0, 0][confirmed_hw])
+
+
 def test_zero_steps_returns_the_input_unconfirmed_and_bad_settings_raise() -> None:
     ref_1hw, src_n1hw, K_33, src_T_ref_n44 = plane_views()
     start_hw = torch.full(ref_1hw.shape[1:], 1.7)
@@ -103,3 +135,5 @@ def test_zero_steps_returns_the_input_unconfirmed_and_bad_settings_raise() -> No
     assert torch.equal(off.depth_b1hw[0, 0], start_hw) and not (off.correlation_b1hw > 0).any()
     with pytest.raises(ValueError, match="local sweep"):
         local_sweep(start_hw, ref_1hw, src_n1hw, K_33, src_T_ref_n44, LocalSweepConfig(step=0.0))
+    with pytest.raises(ValueError, match="propagation_window"):
+        local_sweep(start_hw, ref_1hw, src_n1hw, K_33, src_T_ref_n44, LocalSweepConfig(propagation_window=24))
