@@ -70,7 +70,9 @@ class MapJoiner:
         keyframes = self.world.keyframes
         kf = keyframes[position]
         candidates = self.places.query(kf.gray_hw, exclude_piece=kf.piece)
-        found = match_pieces(self.world, self.describer, position, candidates, self.config.relocalise)
+        found = match_pieces(
+            self.world, self.describer, position, candidates, self.K_33, self.config.relocalise, self.config.klt
+        )
         if found is None:
             return False
         moved, kept = kf.piece, keyframes[found.other_position].piece
@@ -94,9 +96,7 @@ class MapJoiner:
     def _try_close_loop(self, position: int) -> bool:
         """Correct the drift along a loop that the keyframe at `position` closes, if any;
         True when the correction moved the keyframes."""
-        loop = detect_loop(
-            self.world, self.describer, self.places, position, self.config.loop_min_gap, self.config.loop, self.config.relocalise
-        )
+        loop = detect_loop(self.world, self.describer, self.places, position, self.K_33, self.config)
         if loop is None:
             return False
         if correction_size(self.world, loop) < self.config.loop.min_correction:

@@ -14,6 +14,7 @@ observations, so the global adjustment ties both ends of the loop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,14 +23,17 @@ from slam.features import Describer
 from slam.map import SparseMap
 from slam.places import PlaceDatabase
 from slam.pose_graph import PoseGraphConfig, SimilarityEdge, optimise_pose_graph, scale_of, similarity_44
-from slam.relocalise import PieceMatch, RelocaliseConfig, match_pieces
+from slam.relocalise import PieceMatch, match_pieces
 from slam.trajectory import rotation_angle_deg
+
+if TYPE_CHECKING:  # slam.vo_config holds a LoopConfig
+    from slam.vo_config import VOConfig
 
 
 @dataclass
 class LoopConfig:
-    """enabled: look for loops at every keyframe; min_inliers: the fewest point pairs agreeing
-    on the loop's similarity; min_correction: the smallest correction worth a pose graph
+    """enabled: look for loops at every keyframe; min_inliers: the fewest old points that
+    agree with the new keyframe's pose in the loop (`match_pieces`); min_correction: the smallest correction worth a pose graph
     (relative translation over the scene depth, relative scale, or radians); pose_graph: its
     solver."""
 
@@ -40,23 +44,19 @@ class LoopConfig:
 
 
 def detect_loop(
-    world: SparseMap,
-    describer: Describer,
-    places: PlaceDatabase,
-    position: int,
-    min_gap: int,
-    config: LoopConfig,
-    relocalise_config: RelocaliseConfig,
+    world: SparseMap, describer: Describer, places: PlaceDatabase, position: int, K_33: np.ndarray, config: VOConfig
 ) -> PieceMatch | None:
-    """Where the keyframe at `position` sees a part of its piece more than `min_gap`
-    keyframes older: the match to it, or None."""
+    """Where the keyframe at `position` sees a part of its piece more than `loop_min_gap`
+    keyframes older, confirmed by at least `loop.min_inliers` of its points: the match to it
+    (`match_pieces`; K_33 (3, 3) the tracking image's intrinsics), or None."""
     kf = world.keyframes[position]
     positions = world.piece_positions(kf.piece)
-    old = positions[: max(0, len(positions) - 1 - min_gap)]
+    old = positions[: max(0, len(positions) - 1 - config.loop_min_gap)]
     if not old or kf.gray_hw is None:
         return None
     candidates = places.query(kf.gray_hw, among=old)
-    return match_pieces(world, describer, position, candidates, replace(relocalise_config, merge_min_inliers=config.min_inliers))
+    relocalise_config = replace(config.relocalise, merge_min_inliers=config.loop.min_inliers)
+    return match_pieces(world, describer, position, candidates, K_33, relocalise_config, config.klt)
 
 
 def correction_size(world: SparseMap, loop: PieceMatch) -> float:

@@ -5,14 +5,17 @@ of a candidate keyframe and its neighbours in the same piece; the matched map po
 2D-3D pairs for PnP-RANSAC, a seed pose. Whole-pixel matches across a wide baseline leave
 that pose centimetres off, so the neighbourhood's map points are then tracked by KLT from
 their keyframe observations into the frame, starting where the seed pose projects them, and
-the pose is solved again from those sub-pixel positions with a tighter threshold. Merging: a
-keyframe of one piece is matched to a keyframe of another; pairs of map points (one of each
-piece) give a similarity by RANSAC.
+the pose is solved again from those sub-pixel positions with a tighter threshold. Merging (and
+loops): a keyframe of one piece is matched to a keyframe of another; pairs of map points (one
+of each piece) give a similarity by RANSAC, which places the keyframe in the other piece, and
+that pose is verified and refined as a relocalisation is, from the other piece's points
+tracked into the keyframe's image: only a pose that many of them agree with counts, and the
+similarity is re-derived from it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -31,9 +34,11 @@ class RelocaliseConfig:
     fewest inliers of a pose worth refining; search_radius_px: how far from its projection
     under that pose a map point tracked into the frame may land; refine_threshold_px and
     min_inliers: PnP threshold on the tracked points and the fewest inliers of a
-    relocalisation; merge_min_inliers: the fewest point pairs agreeing on a similarity
-    between two pieces, within merge_threshold_relative times the depth of the target point
-    from its keyframe."""
+    relocalisation; merge_threshold_relative: how far (times the depth of the target point
+    from its keyframe) a point of one piece may land from its match in the other under their
+    similarity; merge_min_inliers: the fewest points of the other piece that agree with the
+    keyframe's pose in it (without their images, as in RGB-D tracking: the fewest point
+    pairs agreeing on the similarity)."""
 
     neighbours: int = 2
     threshold_px: float = 4.0
@@ -62,13 +67,12 @@ class Relocalisation:
 @dataclass
 class PieceMatch:
     """Where the keyframe at `position` (piece A) sees the keyframe at `other_position`
-    (piece B): `other_T_piece` maps A's world to B's; `ids_n` (N,) points of A matched to
-    `other_ids_n` (N,) points of B, seen in A's keyframe at pixels `uv_n2` (N, 2)."""
+    (piece B): `other_T_piece` maps A's world to B's; `other_ids_n` (N,) points of B that A's
+    keyframe sees (and does not observe yet) at pixels `uv_n2` (N, 2)."""
 
     position: int
     other_position: int
     other_T_piece: Similarity
-    ids_n: np.ndarray
     other_ids_n: np.ndarray
     uv_n2: np.ndarray
 
@@ -216,29 +220,85 @@ def match_unmapped(
 
 
 def match_pieces(
-    world: SparseMap, describer: Describer, position: int, candidates: list[int], config: RelocaliseConfig
+    world: SparseMap,
+    describer: Describer,
+    position: int,
+    candidates: list[int],
+    K_33: np.ndarray,
+    config: RelocaliseConfig,
+    klt: KLTConfig,
 ) -> PieceMatch | None:
     """The similarity from the piece of the keyframe at `position` to the piece of a candidate
     keyframe (another piece, or a distant part of the same one), from matches between the
-    map points each observes (a point matched to itself is left out)."""
+    map points each observes (a point matched to itself is left out): RANSAC over the pairs
+    seeds it with at least `seed_inliers`, and the keyframe's pose in the other piece is
+    verified by `refine_pose`. The match's observations are those verified points (pixels of
+    the tracking image, K_33 (3, 3)) that the keyframe does not observe yet. Where the
+    keyframe has sensor depth (its points measured, not triangulated, and old images released),
+    or the other keyframes' images are gone, at least `merge_min_inliers` pairs agreeing on the
+    similarity decide, and they are the match's observations."""
     kf = world.keyframes[position]
     query, ids_n = world.described_points(position)
     for other in candidates:
-        query_k, other_ids_k = _matched_points(world, describer, query, _neighbourhood(world, other, config.neighbours))
+        neighbourhood = _neighbourhood(world, other, config.neighbours)
+        query_k, other_ids_k = _matched_points(world, describer, query, neighbourhood)
         distinct_k = ids_n[query_k] != other_ids_k
         query_k, other_ids_k = query_k[distinct_k], other_ids_k[distinct_k]
-        if len(query_k) < config.merge_min_inliers:
+        images = kf.gray_hw is not None and any(world.keyframes[k].gray_hw is not None for k in neighbourhood)
+        verify = kf.depth_n is None and images
+        seed_inliers = config.seed_inliers if verify else config.merge_min_inliers
+        if len(query_k) < seed_inliers:
             continue
         other_kf = world.keyframes[other]
         target_k3 = world.points.xyz_n3[other_ids_k]
         depth_k = transform_n3(other_kf.cam_T_world_44, target_k3)[:, 2]
         found = ransac_similarity(
             world.points.xyz_n3[ids_n[query_k]], target_k3, config.merge_threshold_relative * np.abs(depth_k),
-            min_inliers=config.merge_min_inliers,
+            min_inliers=seed_inliers,
         )
         if found is None:
             continue
         similarity, inlier_k = found
-        uv_k2 = kf.uv_n2[query.rows_n[query_k]]
-        return PieceMatch(position, other, similarity, ids_n[query_k][inlier_k], other_ids_k[inlier_k], uv_k2[inlier_k])
+        own_ids_k, other_ids_k = ids_n[query_k][inlier_k], other_ids_k[inlier_k]
+        if not verify:
+            uv_k2 = kf.uv_n2[query.rows_n[query_k][inlier_k]]
+            return PieceMatch(position, other, similarity, other_ids_k, uv_k2)
+        verified = verify_similarity(world, position, other, similarity, own_ids_k, other_ids_k, K_33, config, klt)
+        if verified is not None:
+            return verified
     return None
+
+
+def verify_similarity(
+    world: SparseMap,
+    position: int,
+    other: int,
+    similarity: Similarity,
+    own_ids_k: np.ndarray,
+    other_ids_k: np.ndarray,
+    K_33: np.ndarray,
+    config: RelocaliseConfig,
+    klt: KLTConfig,
+) -> PieceMatch | None:
+    """The match of the keyframe at `position` to the keyframe at `other` when the pose that
+    `similarity` gives it in the other piece is confirmed by at least `merge_min_inliers` of
+    that piece's points tracked into its image (`refine_pose`); the similarity is rebuilt from
+    the refined pose, its scale the median ratio of the depths of the matched pairs
+    `own_ids_k`, `other_ids_k` (K,) in the keyframe's camera. None when not confirmed."""
+    kf = world.keyframes[position]
+    R_33, t_3 = kf.cam_T_world_44[:3, :3], kf.cam_T_world_44[:3, 3]
+    cam_T_other_44 = np.eye(4)
+    cam_T_other_44[:3, :3] = R_33 @ similarity.R_33.T
+    cam_T_other_44[:3, 3] = similarity.scale * t_3 - cam_T_other_44[:3, :3] @ similarity.t_3
+    verify_config = replace(config, min_inliers=config.merge_min_inliers)
+    refined = refine_pose(world, other, cam_T_other_44, kf.gray_hw, K_33, verify_config, klt)
+    if refined is None:
+        return None
+    R_o33, t_o3 = refined.cam_T_world_44[:3, :3], refined.cam_T_world_44[:3, 3]
+    own_depth_k = transform_n3(kf.cam_T_world_44, world.points.xyz_n3[own_ids_k])[:, 2]
+    other_depth_k = transform_n3(refined.cam_T_world_44, world.points.xyz_n3[other_ids_k])[:, 2]
+    scale = float(np.median(other_depth_k / own_depth_k))
+    verified = Similarity(scale, R_o33.T @ R_33, R_o33.T @ (scale * t_3 - t_o3))
+    ids_r, uv_r2 = refined.ids_n[refined.inlier_n], refined.uv_n2[refined.inlier_n]
+    new_r = ~np.isin(ids_r, kf.track_ids_n)
+    return PieceMatch(position, other, verified, ids_r[new_r], uv_r2[new_r])

@@ -122,7 +122,7 @@ def test_closing_a_loop_corrects_the_keyframes_and_moves_the_points_with_them():
     scale = scale_of(loop_T_world_44)
     similarity = Similarity(scale, loop_T_world_44[:3, :3] / scale, loop_T_world_44[:3, 3])
     matched_n = np.arange(3)
-    loop = PieceMatch(last, 0, similarity, last * POINTS_PER_KEYFRAME + matched_n, matched_n, np.zeros((3, 2)))
+    loop = PieceMatch(last, 0, similarity, matched_n, np.zeros((3, 2)))
     assert correction_size(world, loop) > 0.2  # measured 0.30
     centres_before_n3 = np.stack([kf.centre_3 for kf in world.keyframes])
     error_before_m = np.sqrt(np.mean(np.sum((centres_before_n3 - truth_n44[:, :3, 3]) ** 2, axis=1)))
