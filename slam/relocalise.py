@@ -295,9 +295,13 @@ def verify_similarity(
     if refined is None:
         return None
     R_o33, t_o3 = refined.cam_T_world_44[:3, :3], refined.cam_T_world_44[:3, 3]
-    own_depth_k = transform_n3(kf.cam_T_world_44, world.points.xyz_n3[own_ids_k])[:, 2]
-    other_depth_k = transform_n3(refined.cam_T_world_44, world.points.xyz_n3[other_ids_k])[:, 2]
-    scale = float(np.median(other_depth_k / own_depth_k))
+    own_uv_k2, own_depth_k = project_n2(transform_n3(kf.cam_T_world_44, world.points.xyz_n3[own_ids_k]), K_33)
+    other_uv_k2, other_depth_k = project_n2(transform_n3(refined.cam_T_world_44, world.points.xyz_n3[other_ids_k]), K_33)
+    agree_k = (own_depth_k > 0) & (other_depth_k > 0)
+    agree_k[agree_k] = np.linalg.norm(own_uv_k2[agree_k] - other_uv_k2[agree_k], axis=1) < config.search_radius_px
+    if agree_k.sum() < config.seed_inliers:
+        return None
+    scale = float(np.median(other_depth_k[agree_k] / own_depth_k[agree_k]))
     verified = Similarity(scale, R_o33.T @ R_33, R_o33.T @ (scale * t_3 - t_o3))
     ids_r, uv_r2 = refined.ids_n[refined.inlier_n], refined.uv_n2[refined.inlier_n]
     new_r = ~np.isin(ids_r, kf.track_ids_n)
