@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+import scipy.sparse
 
 from mvs.geometry import invert_pose_44, transform_n3
 from slam.features import Describer
@@ -124,11 +125,17 @@ def _covisible_pairs(world: SparseMap, positions: list[int], min_points: int, pe
     chain and observe at least `min_points` map points in common, each node's `per_node`
     partners that share the most: the places earlier loops and re-found points tied
     together, which a new loop's correction must keep together."""
-    ids = [world.point_ids_n(world.keyframes[position]) for position in positions]
+    ids = [np.unique(world.point_ids_n(world.keyframes[position])) for position in positions]
+    observes_np = scipy.sparse.csr_matrix(
+        (np.ones(sum(len(ids_n) for ids_n in ids)), np.concatenate(ids), np.cumsum([0] + [len(ids_n) for ids_n in ids])),
+        shape=(len(positions), len(world.points.ok_n)),
+    )
+    shared_nn = (observes_np @ observes_np.T).toarray()
+    near_nn = np.abs(np.subtract.outer(np.arange(len(positions)), np.arange(len(positions)))) <= 1
+    shared_nn[near_nn] = 0
     pairs = set()
-    for first in range(len(positions)):
-        shared_k = np.array([len(np.intersect1d(ids[first], ids[k])) if abs(k - first) > 1 else 0 for k in range(len(positions))])
-        for second in np.argsort(-shared_k, kind="stable")[:per_node]:
-            if shared_k[second] >= min_points:
+    for first, shared_n in enumerate(shared_nn):
+        for second in np.argsort(-shared_n, kind="stable")[:per_node]:
+            if shared_n[second] >= min_points:
                 pairs.add((min(first, int(second)), max(first, int(second))))
     return sorted(pairs)

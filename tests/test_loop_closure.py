@@ -116,13 +116,8 @@ def _drifted_map() -> tuple[SparseMap, np.ndarray, np.ndarray]:
 def test_closing_a_loop_corrects_the_keyframes_and_moves_the_points_with_them():
     world, truth_n44, true_points_n3 = _drifted_map()
     last = NODES - 1
-    drifted_last_44 = invert_pose_44(world.keyframes[last].cam_T_world_44)
-    # The loop's similarity maps the last keyframe's (drifted) map onto the first keyframe's.
-    loop_T_world_44 = truth_n44[last] @ similarity_44(np.eye(3), np.zeros(3), SCALE_STEP**-last) @ np.linalg.inv(drifted_last_44)
-    scale = scale_of(loop_T_world_44)
-    similarity = Similarity(scale, loop_T_world_44[:3, :3] / scale, loop_T_world_44[:3, 3])
-    matched_n = np.arange(3)
-    loop = PieceMatch(last, 0, similarity, matched_n, np.zeros((3, 2)))
+    loop = _loop_to_truth(world, truth_n44)
+    matched_n = loop.other_ids_n
     assert correction_size(world, loop) > 0.2  # measured 0.30
     centres_before_n3 = np.stack([kf.centre_3 for kf in world.keyframes])
     error_before_m = np.sqrt(np.mean(np.sum((centres_before_n3 - truth_n44[:, :3, 3]) ** 2, axis=1)))
@@ -146,7 +141,8 @@ def test_closing_a_loop_corrects_the_keyframes_and_moves_the_points_with_them():
 
 def _loop_to_truth(world: SparseMap, truth_n44: np.ndarray) -> PieceMatch:
     """The loop from the drifted map's last keyframe to its first, with the similarity that
-    puts the last keyframe on its true pose."""
+    puts the last keyframe on its true pose (it maps the last keyframe's drifted map onto the
+    first keyframe's), matching points 0-2."""
     last = NODES - 1
     drifted_last_44 = invert_pose_44(world.keyframes[last].cam_T_world_44)
     loop_T_world_44 = truth_n44[last] @ similarity_44(np.eye(3), np.zeros(3), SCALE_STEP**-last) @ np.linalg.inv(drifted_last_44)
