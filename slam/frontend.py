@@ -34,6 +34,7 @@ from mvs.geometry import invert_pose_44, project_n2, transform_n3
 from mvs.types import Camera, Sequence
 from slam.backend import adjust_piece_globally
 from slam.features import Describer
+from slam.image_features import ImageMatcher
 from slam.joining import MapJoiner
 from slam.klt import detect_corners_n2, track_points_n2
 from slam.local_mapping import LocalMapping
@@ -66,7 +67,8 @@ class MonocularTracker:
         self.K_33 = camera.scaled(width, height).K_33
         self.map = SparseMap()
         self.describer = Describer(self.config.descriptors)
-        self.places = PlaceDatabase(self.config.places)
+        self.matcher = ImageMatcher(self.config.image_features)
+        self.places = PlaceDatabase(self.config.places, self.matcher)
         self.history = TrackingHistory(anchors={}, lost=[], frame_order=[], runs=[], merged_into={})
         self.tracks = Tracks(self.map.points, self.config.klt)
         self.joiner = MapJoiner(self.map, self.describer, self.places, self.history, self.K_33, self.config)
@@ -265,10 +267,12 @@ class MonocularTracker:
         new run of frames unless `continuing` in the same piece)."""
         corners_n2 = detect_corners_n2(gray_hw, np.zeros((0, 2)), self.config.relocalise_corners, self.config.klt)
         query = self.describer.describe(gray_hw, corners_n2)
+        features = self.matcher.detect(gray_hw)
         recent = self.map.piece_positions(self.piece)[-self.config.relocalise.neighbours - 1 :]
-        candidates = list(dict.fromkeys(recent[::-1] + self.places.query(gray_hw)))
+        candidates = list(dict.fromkeys(recent[::-1] + self.places.query(gray_hw, features)))
         found = relocalise(
-            self.map, self.describer, query, corners_n2, gray_hw, candidates, self.K_33, self.config.relocalise, self.config.klt
+            self.map, self.describer, query, corners_n2, gray_hw, features, self.matcher, candidates, self.K_33,
+            self.config.relocalise, self.config.klt,
         )
         if found is None:
             return False

@@ -46,10 +46,12 @@ class MapJoiner:
         self.config = config
 
     def remember(self, position: int) -> None:
-        """Describe the observations of the keyframe at `position` and add it to the places."""
+        """Describe the observations and the image of the keyframe at `position` and add it to
+        the places."""
         kf = self.world.keyframes[position]
         kf.descriptors = self.describer.describe(kf.gray_hw, kf.uv_n2)
-        self.places.add(position, kf.piece, kf.gray_hw)
+        kf.features = self.places.matcher.detect(kf.gray_hw)
+        self.places.add(position, kf.piece, kf.gray_hw, kf.features)
 
     def join(self, position: int) -> bool:
         """Merge the piece of the keyframe at `position` with another piece it sees, then
@@ -69,9 +71,9 @@ class MapJoiner:
         id. False when it sees none."""
         keyframes = self.world.keyframes
         kf = keyframes[position]
-        candidates = self.places.query(kf.gray_hw, exclude_piece=kf.piece)
+        candidates = self.places.query(kf.gray_hw, kf.features, exclude_piece=kf.piece)
         found = match_pieces(
-            self.world, self.describer, position, candidates, self.K_33, self.config.relocalise, self.config.klt
+            self.world, self.describer, self.places.matcher, position, candidates, self.K_33, self.config.relocalise, self.config.klt
         )
         if found is None:
             return False

@@ -65,7 +65,7 @@ def detect_loop(
         return None
     candidates = places.query(kf.gray_hw, among=old)
     relocalise_config = replace(config.relocalise, merge_min_inliers=config.loop.min_inliers)
-    return match_pieces(world, describer, position, candidates, K_33, relocalise_config, config.klt)
+    return match_pieces(world, describer, places.matcher, position, candidates, K_33, relocalise_config, config.klt)
 
 
 def correction_size(world: SparseMap, loop: PieceMatch) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 
 from mvs.geometry import invert_pose_44, project_n2, transform_n3
 from slam.features import Descriptors
+from slam.image_features import ImageFeatures
 from slam.klt import KLTConfig, free_mask_hw, track_points_n2
 
 
@@ -25,8 +26,9 @@ class Keyframe:
     `gray_hw` is the tracking image, kept while the keyframe is recent enough to re-find
     points from (to the end with the global adjustment); `depth_n` the sensor depth (metres,
     nan where invalid) at each observation, when the frame had it; `descriptors` those of
-    its observations (rows into its arrays as they were when described), for relocalisation
-    and merging; `piece` the id of the piece it belongs to."""
+    its observations (rows into its arrays as they were when described) and `features` the
+    whole image's ORB features (`slam/image_features.py`), for relocalisation and merging;
+    `piece` the id of the piece it belongs to."""
 
     frame_index: int
     cam_T_world_44: np.ndarray
@@ -37,6 +39,7 @@ class Keyframe:
     piece: int = 0
     depth_n: np.ndarray | None = None
     descriptors: Descriptors | None = None
+    features: ImageFeatures | None = None
 
     @property
     def centre_3(self) -> np.ndarray:

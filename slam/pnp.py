@@ -71,3 +71,14 @@ def solve_pnp(
     if inlier_n.sum() < min_inliers:
         return None
     return PnPResult(cam_T_world_44, inlier_n)
+
+
+@dataclass
+class RefinedPose:
+    """A pose cam_T_world_44 (4, 4) from map points ids_n (N,) tracked to pixels uv_n2
+    (N, 2), inlier_n (N,) those that agree with it."""
+
+    cam_T_world_44: np.ndarray
+    ids_n: np.ndarray
+    uv_n2: np.ndarray
+    inlier_n: np.ndarray

@@ -10,21 +10,26 @@ loops): a keyframe of one piece is matched to a keyframe of another; pairs of ma
 of each piece) give a similarity by RANSAC, which places the keyframe in the other piece, and
 that pose is verified and refined as a relocalisation is, from the other piece's points
 tracked into the keyframe's image: only a pose that many of them agree with counts, and the
-similarity is re-derived from it.
+similarity is re-derived from it. Where the descriptor matches of map points are too few (a
+wide baseline, a rolled camera), the whole-image ORB matches seed the pose instead
+(`slam/guided_seed.py`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy.spatial import cKDTree
 
-from mvs.geometry import project_n2, transform_n3
+from mvs.geometry import invert_pose_44, project_n2, transform_n3
 from slam.alignment import Similarity, ransac_similarity
 from slam.features import Describer, Descriptors
+from slam.guided_seed import GuidedSeedConfig, guided_seed
+from slam.image_features import ImageFeatures, ImageMatcher
 from slam.klt import KLTConfig
 from slam.map import SparseMap, track_into
-from slam.pnp import solve_pnp
+from slam.pnp import RefinedPose, solve_pnp
 
 
 @dataclass
@@ -38,7 +43,10 @@ class RelocaliseConfig:
     from its keyframe) a point of one piece may land from its match in the other under their
     similarity; merge_min_inliers: the fewest points of the other piece that agree with the
     keyframe's pose in it (without their images, as in RGB-D tracking: the fewest point
-    pairs agreeing on the similarity)."""
+    pairs agreeing on the similarity); guided: the seed from whole-image feature matches, tried
+    where the descriptor matches give none (`slam/guided_seed.py`); pair_radius_px: how close
+    the observations of two pieces' points in the keyframe must be to pair them for the scale
+    of a guided merge."""
 
     neighbours: int = 2
     threshold_px: float = 4.0
@@ -48,6 +56,8 @@ class RelocaliseConfig:
     min_inliers: int = 20
     merge_min_inliers: int = 20
     merge_threshold_relative: float = 0.05
+    guided: GuidedSeedConfig = field(default_factory=GuidedSeedConfig)
+    pair_radius_px: float = 2.0
 
 
 @dataclass
@@ -108,15 +118,18 @@ def relocalise(
     query: Descriptors,
     query_uv_n2: np.ndarray,
     gray_hw: np.ndarray,
+    features: ImageFeatures,
+    matcher: ImageMatcher,
     candidates: list[int],
     K_33: np.ndarray,
     config: RelocaliseConfig,
     klt: KLTConfig,
 ) -> Relocalisation | None:
     """Pose the frame (H, W) whose described corners are `query` (rows into `query_uv_n2`
-    (M, 2)) against each candidate keyframe position with its neighbours: PnP on the
-    descriptor matches seeds a pose, which `refine_pose` verifies and refines from the map
-    points tracked into the frame. The pose with the most inliers wins; None when none
+    (M, 2)) and whose ORB features are `features` against each candidate keyframe position
+    with its neighbours: PnP on the descriptor matches seeds a pose, or where it finds none,
+    the whole-image matches do (`guided_seed`); `refine_pose` verifies and refines it from the
+    map points tracked into the frame. The pose with the most inliers wins; None when none
     reaches `min_inliers`."""
     best: Relocalisation | None = None
     tried: set[tuple[int, ...]] = set()
@@ -131,26 +144,20 @@ def relocalise(
             world.points.xyz_n3[ids_k], uv_k2, K_33, threshold_px=config.threshold_px,
             min_inliers=config.seed_inliers, iterations=300,
         )
-        if seed is None:
+        if seed is not None:
+            seed_44, used_k = seed.cam_T_world_44, query_k[seed.inlier_n]
+        else:
+            guided = guided_seed(world, position, features, matcher, K_33, config.guided)
+            seed_44, used_k = (None if guided is None else guided.cam_T_world_44), query_k
+        if seed_44 is None:
             continue
-        refined = refine_pose(world, position, seed.cam_T_world_44, gray_hw, K_33, config, klt)
+        refined = refine_pose(world, position, seed_44, gray_hw, K_33, config, klt)
         if refined is None or (best is not None and refined.inlier_n.sum() <= len(best.point_ids_n)):
             continue
         ids_r, uv_r2 = refined.ids_n[refined.inlier_n], refined.uv_n2[refined.inlier_n]
-        unused_k = np.setdiff1d(np.arange(len(query)), query_k[seed.inlier_n])
+        unused_k = np.setdiff1d(np.arange(len(query)), used_k)
         best = Relocalisation(refined.cam_T_world_44, world.keyframes[position].piece, position, ids_r, uv_r2, unused_k)
     return best
-
-
-@dataclass
-class RefinedPose:
-    """A pose cam_T_world_44 (4, 4) from map points ids_n (N,) tracked to pixels uv_n2
-    (N, 2), inlier_n (N,) those that agree with it."""
-
-    cam_T_world_44: np.ndarray
-    ids_n: np.ndarray
-    uv_n2: np.ndarray
-    inlier_n: np.ndarray
 
 
 def refine_pose(
@@ -222,6 +229,7 @@ def match_unmapped(
 def match_pieces(
     world: SparseMap,
     describer: Describer,
+    matcher: ImageMatcher,
     position: int,
     candidates: list[int],
     K_33: np.ndarray,
@@ -231,11 +239,12 @@ def match_pieces(
     """The similarity from the piece of the keyframe at `position` to the piece of a candidate
     keyframe (another piece, or a distant part of the same one), from matches between the
     map points each observes (a point matched to itself is left out): RANSAC over the pairs
-    seeds it with at least `seed_inliers`, and the keyframe's pose in the other piece is
-    verified by `refine_pose`. The match's observations are those verified points (pixels of
-    the tracking image, K_33 (3, 3)) that the keyframe does not observe yet. Where the
-    keyframe has sensor depth (its points measured, not triangulated, and old images released),
-    or the other keyframes' images are gone, at least `merge_min_inliers` pairs agreeing on the
+    seeds it with at least `seed_inliers`, or where it finds none, the keyframe's whole-image
+    features seed its pose in the other piece (`guided_seed`); that pose is verified by
+    `verify_pose`. The match's observations are those verified points (pixels of the tracking
+    image, K_33 (3, 3)) that the keyframe does not observe yet. Where the keyframe has sensor
+    depth (its points measured, not triangulated, and old images released), or the other
+    keyframes' images are gone, at least `merge_min_inliers` pairs agreeing on the
     similarity decide, and they are the match's observations."""
     kf = world.keyframes[position]
     query, ids_n = world.described_points(position)
@@ -247,54 +256,74 @@ def match_pieces(
         images = kf.gray_hw is not None and any(world.keyframes[k].gray_hw is not None for k in neighbourhood)
         verify = kf.depth_n is None and images
         seed_inliers = config.seed_inliers if verify else config.merge_min_inliers
-        if len(query_k) < seed_inliers:
+        found = None
+        if len(query_k) >= seed_inliers:
+            other_kf = world.keyframes[other]
+            target_k3 = world.points.xyz_n3[other_ids_k]
+            depth_k = transform_n3(other_kf.cam_T_world_44, target_k3)[:, 2]
+            found = ransac_similarity(
+                world.points.xyz_n3[ids_n[query_k]], target_k3, config.merge_threshold_relative * np.abs(depth_k),
+                min_inliers=seed_inliers,
+            )
+        if found is not None:
+            similarity, inlier_k = found
+            own_ids_k, other_ids_k = ids_n[query_k][inlier_k], other_ids_k[inlier_k]
+            if not verify:
+                uv_k2 = kf.uv_n2[query.rows_n[query_k][inlier_k]]
+                return PieceMatch(position, other, similarity, other_ids_k, uv_k2)
+            seed_44 = invert_pose_44(similarity.apply_to_world_T_cam_44(invert_pose_44(kf.cam_T_world_44)))
+            verified = verify_pose(world, position, other, seed_44, K_33, config, klt, (own_ids_k, other_ids_k))
+        elif verify and kf.features is not None:
+            guided = guided_seed(world, other, kf.features, matcher, K_33, config.guided)
+            if guided is None:
+                continue
+            verified = verify_pose(world, position, other, guided.cam_T_world_44, K_33, config, klt, fallback=guided)
+        else:
             continue
-        other_kf = world.keyframes[other]
-        target_k3 = world.points.xyz_n3[other_ids_k]
-        depth_k = transform_n3(other_kf.cam_T_world_44, target_k3)[:, 2]
-        found = ransac_similarity(
-            world.points.xyz_n3[ids_n[query_k]], target_k3, config.merge_threshold_relative * np.abs(depth_k),
-            min_inliers=seed_inliers,
-        )
-        if found is None:
-            continue
-        similarity, inlier_k = found
-        own_ids_k, other_ids_k = ids_n[query_k][inlier_k], other_ids_k[inlier_k]
-        if not verify:
-            uv_k2 = kf.uv_n2[query.rows_n[query_k][inlier_k]]
-            return PieceMatch(position, other, similarity, other_ids_k, uv_k2)
-        verified = verify_similarity(world, position, other, similarity, own_ids_k, other_ids_k, K_33, config, klt)
         if verified is not None:
             return verified
     return None
 
 
-def verify_similarity(
+def verify_pose(
     world: SparseMap,
     position: int,
     other: int,
-    similarity: Similarity,
-    own_ids_k: np.ndarray,
-    other_ids_k: np.ndarray,
+    cam_T_other_44: np.ndarray,
     K_33: np.ndarray,
     config: RelocaliseConfig,
     klt: KLTConfig,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
+    fallback: RefinedPose | None = None,
 ) -> PieceMatch | None:
-    """The match of the keyframe at `position` to the keyframe at `other` when the pose that
-    `similarity` gives it in the other piece is confirmed by at least `merge_min_inliers` of
-    that piece's points tracked into its image (`refine_pose`); the similarity is rebuilt from
-    the refined pose, its scale the median ratio of the depths of the matched pairs
-    `own_ids_k`, `other_ids_k` (K,) in the keyframe's camera. None when not confirmed."""
+    """The match of the keyframe at `position` to the keyframe at `other` when its seed pose
+    `cam_T_other_44` (4, 4) in the other piece is confirmed by at least `merge_min_inliers` of
+    that piece's points tracked into its image (`refine_pose`); the similarity between the
+    pieces follows from the refined pose and the keyframe's own, its scale the median ratio of
+    the depths, in the keyframe's camera, of pairs of points of the two pieces: the matched
+    `pairs` (own ids (K,), other ids (K,)) whose projections agree within `search_radius_px`,
+    or without them, the points observed within `pair_radius_px` of each other in its image.
+    Where KLT finds too few of them (blur, a baseline of 20-30 degrees), the `fallback` (a
+    `guided_seed`, its points found at matched features) counts when at least
+    `merge_min_inliers` of its points agree with it. None when not confirmed or with fewer
+    than `seed_inliers` pairs."""
     kf = world.keyframes[position]
-    R_33, t_3 = kf.cam_T_world_44[:3, :3], kf.cam_T_world_44[:3, 3]
-    cam_T_other_44 = np.eye(4)
-    cam_T_other_44[:3, :3] = R_33 @ similarity.R_33.T
-    cam_T_other_44[:3, 3] = similarity.scale * t_3 - cam_T_other_44[:3, :3] @ similarity.t_3
     verify_config = replace(config, min_inliers=config.merge_min_inliers)
     refined = refine_pose(world, other, cam_T_other_44, kf.gray_hw, K_33, verify_config, klt)
+    if refined is None and fallback is not None and fallback.inlier_n.sum() >= config.merge_min_inliers:
+        refined = fallback
     if refined is None:
         return None
-    R_o33, t_o3 = refined.cam_T_world_44[:3, :3], refined.cam_T_world_44[:3, 3]
+    ids_r, uv_r2 = refined.ids_n[refined.inlier_n], refined.uv_n2[refined.inlier_n]
+    if pairs is None:
+        own_n = kf.valid_n & world.points.ok_n[kf.track_ids_n]
+        distance_r, nearest_r = cKDTree(kf.uv_n2[own_n]).query(uv_r2, distance_upper_bound=config.pair_radius_px)
+        close_r = np.isfinite(distance_r)
+        own_ids_k, other_ids_k = kf.track_ids_n[own_n][nearest_r[close_r]], ids_r[close_r]
+        distinct_k = own_ids_k != other_ids_k
+        own_ids_k, other_ids_k = own_ids_k[distinct_k], other_ids_k[distinct_k]
+    else:
+        own_ids_k, other_ids_k = pairs
     own_uv_k2, own_depth_k = project_n2(transform_n3(kf.cam_T_world_44, world.points.xyz_n3[own_ids_k]), K_33)
     other_uv_k2, other_depth_k = project_n2(transform_n3(refined.cam_T_world_44, world.points.xyz_n3[other_ids_k]), K_33)
     agree_k = (own_depth_k > 0) & (other_depth_k > 0)
@@ -302,7 +331,8 @@ def verify_similarity(
     if agree_k.sum() < config.seed_inliers:
         return None
     scale = float(np.median(other_depth_k[agree_k] / own_depth_k[agree_k]))
+    R_33, t_3 = kf.cam_T_world_44[:3, :3], kf.cam_T_world_44[:3, 3]
+    R_o33, t_o3 = refined.cam_T_world_44[:3, :3], refined.cam_T_world_44[:3, 3]
     verified = Similarity(scale, R_o33.T @ R_33, R_o33.T @ (scale * t_3 - t_o3))
-    ids_r, uv_r2 = refined.ids_n[refined.inlier_n], refined.uv_n2[refined.inlier_n]
     new_r = ~np.isin(ids_r, kf.track_ids_n)
     return PieceMatch(position, other, verified, ids_r[new_r], uv_r2[new_r])

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from slam.bundle_problem import BundleConfig
 from slam.features import DescriptorConfig
+from slam.image_features import ImageFeatureConfig
 from slam.klt import KLTConfig
 from slam.loop_closure import LoopConfig
 from slam.places import PlaceConfig
@@ -37,8 +38,9 @@ class VOConfig:
     (a point's depth is read where the sensor's 3x3 neighbourhood spreads by at most
     `depth_max_spread` of it). reacquire_*: at a keyframe, untracked points of the last
     `reacquire_keyframes` keyframes are searched for within `reacquire_radius_px` of their
-    projection. descriptors, places, relocalise: the descriptors of keyframe observations,
-    the place recognition and the relocaliser that pose a frame KLT could not (wide-baseline
+    projection. descriptors, image_features, places, relocalise: the descriptors of keyframe
+    observations, the whole-image features of keyframes and lost frames, the place
+    recognition and the relocaliser that pose a frame KLT could not (wide-baseline
     association, recovery after tracking is lost, merging of pieces); a frame to relocalise
     is described at up to `relocalise_corners` corners. predict_min_px: KLT starts each
     track at its position predicted by the constant-velocity motion model when that moves
@@ -79,6 +81,7 @@ class VOConfig:
     reacquire_keyframes: int = 10
     reacquire_radius_px: float = 4.0
     descriptors: DescriptorConfig = field(default_factory=DescriptorConfig)
+    image_features: ImageFeatureConfig = field(default_factory=ImageFeatureConfig)
     places: PlaceConfig = field(default_factory=PlaceConfig)
     relocalise: RelocaliseConfig = field(default_factory=RelocaliseConfig)
     relocalise_corners: int = 600

@@ -23,7 +23,7 @@ from slam.alignment import Similarity, ransac_similarity, umeyama_alignment
 from slam.frontend import MonocularTracker, track_sequence
 from slam.map import Keyframe, SparseMap
 from slam.places import PlaceDatabase
-from slam.relocalise import verify_similarity
+from slam.relocalise import verify_pose
 from slam.result import TrackedPiece, TrackingResult
 from slam.trajectory import evaluate_trajectory, rotation_angle_deg
 from test_slam_frontend import SMALL_IMAGE_VO, in_memory_sequence
@@ -158,7 +158,8 @@ def test_place_recognition_ranks_the_keyframe_of_the_same_place_first(room0):
     only keyframes of piece 1."""
     places = PlaceDatabase()
     for k, position in enumerate(range(0, 120, 20)):
-        places.add(k, k % 2, cv2.cvtColor(room0.frame(position).image_hw3, cv2.COLOR_RGB2GRAY))
+        gray_hw = cv2.cvtColor(room0.frame(position).image_hw3, cv2.COLOR_RGB2GRAY)
+        places.add(k, k % 2, gray_hw, places.matcher.detect(gray_hw))
     gray_hw = cv2.cvtColor(room0.frame(43).image_hw3, cv2.COLOR_RGB2GRAY)
     darker_hw = np.clip(0.6 * gray_hw.astype(np.float64) + 20, 0, 255).astype(np.uint8)
     candidates = places.query(darker_hw)
@@ -310,7 +311,7 @@ def test_the_pipeline_skips_and_does_not_fuse_the_frames_of_a_piece_that_never_j
 
 def test_a_similarity_between_places_counts_only_once_the_other_points_confirm_it(relocalised):
     """A keyframe of the room's first pass and a keyframe three earlier see the same place:
-    the identity similarity between them is confirmed by the earlier keyframes' points
+    the pose the identity similarity gives it is confirmed by the earlier keyframes' points
     tracked into the later one's image (at least `merge_min_inliers` of them) and comes back
     as the identity (scale to 1 %, rotation to 0.25 degree, 0.6 of a pixel of these
     160-pixel images, translation to 1 % of the scene depth; measured 0.07 %, 0.10 degree);
@@ -318,16 +319,18 @@ def test_a_similarity_between_places_counts_only_once_the_other_points_confirm_i
     tracker, _, _ = relocalised
     world, config = tracker.map, tracker.config
     position, other = 6, 3
-    identity = Similarity(1.0, np.eye(3), np.zeros(3))
+    cam_T_world_44 = world.keyframes[position].cam_T_world_44
     pairs = _own_pairs(world, position)
-    verified = verify_similarity(world, position, other, identity, *pairs, tracker.K_33, config.relocalise, config.klt)
+    verified = verify_pose(world, position, other, cam_T_world_44, tracker.K_33, config.relocalise, config.klt, pairs)
     assert verified is not None
     depth = world.median_depth(world.keyframes[position])
     assert verified.other_T_piece.scale == pytest.approx(1.0, abs=0.01)
     assert rotation_angle_deg(verified.other_T_piece.R_33) < 0.25
     assert np.linalg.norm(verified.other_T_piece.t_3) < 0.01 * depth
-    turned = Similarity(1.0, cv2.Rodrigues(np.array([0.0, np.radians(10.0), 0.0]))[0], np.zeros(3))
-    assert verify_similarity(world, position, other, turned, *pairs, tracker.K_33, config.relocalise, config.klt) is None
+    turned_44 = make_pose_44(cv2.Rodrigues(np.array([0.0, np.radians(10.0), 0.0]))[0], np.zeros(3))
+    turned_44[:3, :3] = cam_T_world_44[:3, :3] @ turned_44[:3, :3].T
+    turned_44[:3, 3] = cam_T_world_44[:3, 3]
+    assert verify_pose(world, position, other, turned_44, tracker.K_33, config.relocalise, config.klt, pairs) is None
 
 
 def _own_pairs(world: SparseMap, position: int) -> tuple[np.ndarray, np.ndarray]:
