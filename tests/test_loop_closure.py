@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from mvs.bench.posegraph import circle_n44, drifted_chain_n44
 from mvs.geometry import invert_pose_44, transform_n3
 from slam.alignment import Similarity
 from slam.loop_closure import LoopConfig, close_loop, correction_size
@@ -19,27 +20,6 @@ SCALE_STEP = 1.01
 POINTS_PER_KEYFRAME = 10
 
 
-def _circle_n44() -> np.ndarray:
-    """Poses (N, 4, 4) on a 2 m circle, each camera looking at its centre."""
-    poses = []
-    for angle in np.linspace(0, 2 * np.pi, NODES, endpoint=False):
-        R_33 = Rotation.from_euler("y", -angle).as_matrix()
-        poses.append(similarity_44(R_33, np.array([2 * np.sin(angle), 0.0, -2 * np.cos(angle)]), 1.0))
-    return np.stack(poses)
-
-
-def _drifted_n44(truth_n44: np.ndarray, scale_step: float, yaw_step_deg: float) -> np.ndarray:
-    """The chain re-composed from its relative motions, each with its translation scaled by
-    a growing factor and its rotation turned a little more: monocular odometry's drift."""
-    drifted = [truth_n44[0]]
-    for k in range(1, len(truth_n44)):
-        step_44 = np.linalg.inv(truth_n44[k - 1]) @ truth_n44[k]
-        step_44[:3, 3] *= scale_step**k
-        step_44[:3, :3] = Rotation.from_euler("y", yaw_step_deg, degrees=True).as_matrix() @ step_44[:3, :3]
-        drifted.append(drifted[-1] @ step_44)
-    return np.stack(drifted)
-
-
 def _odometry_edges(poses_n44: np.ndarray) -> list[SimilarityEdge]:
     return [SimilarityEdge(k, k + 1, np.linalg.inv(poses_n44[k]) @ poses_n44[k + 1]) for k in range(len(poses_n44) - 1)]
 
@@ -49,14 +29,14 @@ def _centre_error_m(poses_n44: np.ndarray, truth_n44: np.ndarray) -> float:
 
 
 def test_consistent_edges_leave_the_poses_unchanged():
-    truth_n44 = _circle_n44()
+    truth_n44 = circle_n44(NODES)
     fixed_n = np.arange(NODES) == 0
     corrected_n44 = optimise_pose_graph(truth_n44, _odometry_edges(truth_n44), fixed_n)
     np.testing.assert_allclose(corrected_n44, truth_n44, atol=1e-9)
 
 
 def test_a_single_edge_moves_a_free_node_to_its_measured_similarity():
-    truth_n44 = _circle_n44()[:2]
+    truth_n44 = circle_n44(NODES)[:2]
     measured_44 = similarity_44(Rotation.from_euler("xyz", [3, -5, 10], degrees=True).as_matrix(), np.array([0.3, -0.2, 0.5]), 1.7)
     start_n44 = truth_n44.copy()
     corrected_n44 = optimise_pose_graph(start_n44, [SimilarityEdge(0, 1, measured_44)], np.array([True, False]))
@@ -65,8 +45,8 @@ def test_a_single_edge_moves_a_free_node_to_its_measured_similarity():
 
 
 def test_a_loop_edge_removes_an_injected_drift():
-    truth_n44 = _circle_n44()
-    drifted_n44 = _drifted_n44(truth_n44, scale_step=SCALE_STEP, yaw_step_deg=0.4)
+    truth_n44 = circle_n44(NODES)
+    drifted_n44 = drifted_chain_n44(truth_n44, scale_step=SCALE_STEP, yaw_step_deg=0.4)
     before_m = _centre_error_m(drifted_n44, truth_n44)
     # The loop's similarity, as matching the last keyframe's points to the first's finds it:
     # the last camera's true pose, and the scale from its map's units (grown by the drift) to
@@ -84,7 +64,7 @@ def test_a_loop_edge_removes_an_injected_drift():
 
 
 def test_a_graph_without_a_fixed_node_is_refused():
-    truth_n44 = _circle_n44()
+    truth_n44 = circle_n44(NODES)
     with pytest.raises(ValueError, match="fixed"):
         optimise_pose_graph(truth_n44, _odometry_edges(truth_n44), np.zeros(NODES, dtype=bool))
 
@@ -93,8 +73,8 @@ def _drifted_map() -> tuple[SparseMap, np.ndarray, np.ndarray]:
     """A map of one piece whose keyframes drifted as monocular odometry does, each with the
     points born at it (seen 1-2 m ahead; in the drifted map their distances grew with the
     scale drift): the map, the true poses (N, 4, 4) and the true points (N * P, 3)."""
-    truth_n44 = _circle_n44()
-    drifted_n44 = _drifted_n44(truth_n44, scale_step=SCALE_STEP, yaw_step_deg=0.4)
+    truth_n44 = circle_n44(NODES)
+    drifted_n44 = drifted_chain_n44(truth_n44, scale_step=SCALE_STEP, yaw_step_deg=0.4)
     rng = np.random.default_rng(0)
     world = SparseMap()
     world.points.reserve(NODES * POINTS_PER_KEYFRAME)

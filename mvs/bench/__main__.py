@@ -1,4 +1,4 @@
-"""`python -m mvs.bench depth|track|fusion|memory|inputs|costvolume|batch|all`: benchmark tables into BENCHMARKS.md.
+"""`python -m mvs.bench depth|track|fusion|memory|inputs|costvolume|batch|posegraph|all`: benchmark tables into BENCHMARKS.md.
 
 Runs the product's own commands (`python -m mvs.run`, `python -m mvs.eval`) on synthetic
 rooms, on ../shared/data/7scenes-redkitchen and ../shared/data/tabletop-sample, with peers in
@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from mvs.bench import batch, costvolume, depth, fusion, inputs, memory, track
+from mvs.bench import batch, costvolume, depth, fusion, inputs, memory, posegraph, track
 from mvs.bench.report import SuiteResult, Table, machine_line, update_json, update_markdown
 from mvs.bench.runs import BenchContext
 
@@ -49,6 +49,7 @@ SUITES = {
     "inputs": Suite("Input readers: folder, .sens file and video", inputs.run),
     "costvolume": Suite("Cost volume: grid_sample reference against the fused kernels", costvolume.run),
     "batch": Suite("Many scenes: `mvs.batch` with one and two workers", batch.run),
+    "posegraph": Suite("Pose graph: the loop closure's Sim(3) solver by size", posegraph.run),
 }
 
 
