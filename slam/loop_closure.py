@@ -57,9 +57,9 @@ def detect_loop(
 ) -> PieceMatch | None:
     """Where the keyframe at `position` sees a part of its piece more than `loop_min_gap`
     keyframes older, confirmed by at least `loop.min_inliers` of its points: the match to it
-    (`match_pieces`, without the guided seed: a part of the same piece shares its described
-    points, and on the kitchen the guided seed never confirmed a loop; K_33 (3, 3) the
-    tracking image's intrinsics), or None."""
+    (`match_pieces`; K_33 (3, 3) the tracking image's intrinsics), or None. On the rendered
+    room at 14 cm and 9 degrees a frame, 16 of its 202 loops are found by the guided seed
+    (0.74 cm ATE; without: 4.4 cm)."""
     kf = world.keyframes[position]
     positions = world.piece_positions(kf.piece)
     old = positions[: max(0, len(positions) - 1 - config.loop_min_gap)]
@@ -67,9 +67,7 @@ def detect_loop(
         return None
     candidates = places.query(kf.gray_hw, among=old)
     relocalise_config = replace(config.relocalise, merge_min_inliers=config.loop.min_inliers)
-    return match_pieces(
-        world, describer, places.matcher, position, candidates, K_33, relocalise_config, config.klt, guided=False
-    )
+    return match_pieces(world, describer, places.matcher, position, candidates, K_33, relocalise_config, config.klt)
 
 
 def correction_size(world: SparseMap, loop: PieceMatch) -> float:

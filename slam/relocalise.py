@@ -235,14 +235,13 @@ def match_pieces(
     K_33: np.ndarray,
     config: RelocaliseConfig,
     klt: KLTConfig,
-    guided: bool = True,
 ) -> PieceMatch | None:
     """The similarity from the piece of the keyframe at `position` to the piece of a candidate
     keyframe (another piece, or a distant part of the same one), from matches between the
     map points each observes (a point matched to itself is left out): RANSAC over the pairs
-    seeds it with at least `seed_inliers`, or where it finds none and `guided`, the keyframe's
-    whole-image features seed its pose in the other piece (`guided_seed`); that pose is
-    verified by `verify_pose`. The match's observations are those verified points (pixels of the tracking
+    seeds it with at least `seed_inliers`, or where it finds none, the keyframe's whole-image
+    features seed its pose in the other piece (`guided_seed`); that pose is verified by
+    `verify_pose`. The match's observations are those verified points (pixels of the tracking
     image, K_33 (3, 3)) that the keyframe does not observe yet. Where the keyframe has sensor
     depth (its points measured, not triangulated, and old images released), or the other
     keyframes' images are gone, at least `merge_min_inliers` pairs agreeing on the
@@ -274,7 +273,7 @@ def match_pieces(
                 return PieceMatch(position, other, similarity, other_ids_k, uv_k2)
             seed_44 = invert_pose_44(similarity.apply_to_world_T_cam_44(invert_pose_44(kf.cam_T_world_44)))
             verified = verify_pose(world, position, other, seed_44, K_33, config, klt, (own_ids_k, other_ids_k))
-        elif guided and verify and kf.features is not None:
+        elif verify and kf.features is not None:
             guided = guided_seed(world, other, kf.features, matcher, K_33, config.guided)
             if guided is None:
                 continue
