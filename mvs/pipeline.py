@@ -377,8 +377,10 @@ def plane_sweep_depth_maps(
                 report.skipped[reference.index] = "no readable source frames"
                 continue
             result = estimator.estimate(reference, sources, sequence.camera)
-            write_depth_png(depth_dir / f"{reference.index}.png", result.depth_hw)
+            # Confidence first: a depth map on disk has its confidence, and is counted
+            # right away, whenever a signal stops the run.
             write_confidence_png(confidence_dir / f"{reference.index}.png", result.confidence_hw)
+            write_depth_png(depth_dir / f"{reference.index}.png", result.depth_hw)
             report.depth_maps += 1
             confident_hw = result.confidence_hw > config.depth.fuse_min_confidence
             depth_hw = np.where(confident_hw, result.depth_hw, 0.0).astype(np.float32)
