@@ -87,20 +87,29 @@ class Describer:
         `rows_n`); a train descriptor that several queries claim is left unmatched."""
         if len(query) == 0 or len(train) < 2:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        pairs = self._matcher.knnMatch(query.values_nd, train.values_nd, k=2)
-        query_k, train_k = [], []
-        for pair in pairs:
-            if len(pair) < 2:
-                continue
-            best, second = pair
-            if best.distance <= self.max_distance and best.distance < self.config.ratio * second.distance:
-                query_k.append(best.queryIdx)
-                train_k.append(best.trainIdx)
-        query_k = np.array(query_k, dtype=np.int64)
-        train_k = np.array(train_k, dtype=np.int64)
+        query_k, train_k = ratio_test_matches(
+            self._matcher, query.values_nd, train.values_nd, self.max_distance, self.config.ratio
+        )
         claims_k = np.bincount(train_k, minlength=len(train))[train_k] if len(train_k) else train_k
         once_k = claims_k == 1
         return query_k[once_k], train_k[once_k]
+
+
+def ratio_test_matches(
+    matcher: cv2.DescriptorMatcher, query_nd: np.ndarray, train_md: np.ndarray, max_distance: float, ratio: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query descriptor (N, D) matched to its nearest train descriptor (M, D, M >= 2)
+    when that is within `max_distance` and closer than `ratio` times the second nearest
+    (Lowe's ratio test): query and train positions (K,), (K,)."""
+    query_k, train_k = [], []
+    for pair in matcher.knnMatch(query_nd, train_md, k=2):
+        if len(pair) < 2:
+            continue
+        best, second = pair
+        if best.distance <= max_distance and best.distance < ratio * second.distance:
+            query_k.append(best.queryIdx)
+            train_k.append(best.trainIdx)
+    return np.array(query_k, dtype=np.int64), np.array(train_k, dtype=np.int64)
 
 
 def _empty(kind: str) -> Descriptors:

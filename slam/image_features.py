@@ -10,8 +10,8 @@ frames apart (camera rolled by 15-25 degrees) about 10x more (upright descriptor
 tracked corners: 8-24; these: 80-200).
 
 They carry no 3D point. Place recognition votes with them (`slam/places.py`), and their matches
-between a frame and a keyframe, verified by the epipolar geometry, predict where the keyframe's
-map points lie in the frame, from where KLT finds them (`slam/relocalise.py`).
+between a frame and a keyframe, verified by the epipolar geometry, give the frame's pixels of
+the keyframe's map points observed next to the matched keypoints (`slam/guided_seed.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from slam.features import ratio_test_matches
 
 
 @dataclass
@@ -76,17 +78,11 @@ class ImageMatcher:
         empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         if len(a) < self.config.min_matches or len(b) < self.config.min_matches:
             return empty
-        a_k, b_k = [], []
-        for pair in self._matcher.knnMatch(a.values_m32, b.values_m32, k=2):
-            if len(pair) < 2:
-                continue
-            best, second = pair
-            if best.distance <= self.config.max_distance and best.distance < self.config.ratio * second.distance:
-                a_k.append(best.queryIdx)
-                b_k.append(best.trainIdx)
+        a_k, b_k = ratio_test_matches(
+            self._matcher, a.values_m32, b.values_m32, self.config.max_distance, self.config.ratio
+        )
         if len(a_k) < self.config.min_matches:
             return empty
-        a_k, b_k = np.array(a_k), np.array(b_k)
         _, inlier_k1 = cv2.findFundamentalMat(
             a.uv_m2[a_k], b.uv_m2[b_k], cv2.USAC_MAGSAC, self.config.epipolar_px, 0.999, 1000
         )

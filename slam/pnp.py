@@ -75,8 +75,8 @@ def solve_pnp(
 
 @dataclass
 class RefinedPose:
-    """A pose cam_T_world_44 (4, 4) from map points ids_n (N,) tracked to pixels uv_n2
-    (N, 2), inlier_n (N,) those that agree with it."""
+    """A pose cam_T_world_44 (4, 4) from map points ids_n (N,) found at pixels uv_n2 (N, 2)
+    (tracked by KLT, or at matched features), inlier_n (N,) those that agree with it."""
 
     cam_T_world_44: np.ndarray
     ids_n: np.ndarray

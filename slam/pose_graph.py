@@ -115,9 +115,10 @@ def _normal_equations(
             rows.append(np.repeat(a_e[both_e], 49))
             cols.append(np.repeat(b_e[both_e], 49))
             blocks.append(np.einsum("eki,ekj->eij", J_a_e77[both_e], J_b_e77[both_e]))
+    block_rows_n, block_cols_n = np.concatenate(rows), np.concatenate(cols)
     within_49 = np.arange(49)
-    row_n = np.concatenate(rows) * 7 + np.tile(within_49 // 7, len(np.concatenate(rows)) // 49)
-    col_n = np.concatenate(cols) * 7 + np.tile(within_49 % 7, len(np.concatenate(cols)) // 49)
+    row_n = block_rows_n * 7 + np.tile(within_49 // 7, len(block_rows_n) // 49)
+    col_n = block_cols_n * 7 + np.tile(within_49 % 7, len(block_cols_n) // 49)
     size = 7 * free_count
     hessian = scipy.sparse.coo_matrix((np.concatenate(blocks).ravel(), (row_n, col_n)), shape=(size, size)).tocsc()
     return hessian, gradient_f7.ravel()
