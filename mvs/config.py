@@ -7,7 +7,7 @@ stage dataclasses; an unknown key is an error, not silently ignored.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +250,11 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available; use --device cpu or auto")
     return name
+
+
+def fusion_config(config: RunConfig) -> FusionConfig:
+    """The TSDF settings for the run's depth source: plane-sweep depth is truncated at
+    `sweep_sdf_trunc_voxels`, sensor depth at `sdf_trunc_voxels`."""
+    if config.depth.source == "sensor":
+        return config.fusion
+    return replace(config.fusion, sdf_trunc_voxels=config.fusion.sweep_sdf_trunc_voxels)

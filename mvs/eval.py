@@ -211,7 +211,7 @@ def metric_rows(report: EvalReport) -> list[tuple[str, str]]:
                 (f"ATE RMSE, {t.alignment} (m)", f"{t.ate_rmse:.4f}"),
                 (f"RPE translation, {t.alignment} (m/frame)", f"{t.rpe_translation_rmse:.4f}"),
                 (f"RPE rotation, {t.alignment} (deg/frame)", f"{t.rpe_rotation_rmse_deg:.3f}"),
-                (f"frames posed / with ground truth", f"{t.frames_matched} / {t.frames_ground_truth}"),
+                ("frames posed / with ground truth", f"{t.frames_matched} / {t.frames_ground_truth}"),
             ]
     return rows
 

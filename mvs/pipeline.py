@@ -1,7 +1,8 @@
 """The reconstruction pipeline: camera poses, per-frame depth, TSDF fusion, outputs.
 
 Each stage sits behind a small interface so that its implementations can be swapped by
-configuration: a pose source (`--poses`), a depth source (`--depth`) and the fuser.
+configuration: a pose source (`--poses`, `mvs/poses.py`), a depth source (`--depth`) and the
+fuser; what the console says before a run starts is in `mvs/console.py`.
 Outputs are written even when a stage fails or the run is interrupted, so that what was
 fused before the failure is never lost.
 """
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from fusion.consistency import EstimatedDepth, filter_consistent
@@ -31,38 +31,25 @@ from fusion.export import (
 )
 from fusion.reference import REFERENCE_FILE
 from fusion.tsdf import TSDFVolume
-from mvs.adapt import adapt_to_sequence, describe_adaptation
-from mvs.config import DepthConfig, FusionConfig, RunConfig, Setting, TrackingConfig, to_yaml
+from mvs.adapt import adapt_to_sequence
+from mvs.config import DepthConfig, RunConfig, Setting, fusion_config, to_yaml
+from mvs.console import describe_run
 from mvs.depth import ClassicDepthEstimator, DepthEstimator, LearnedDepthEstimator
 from mvs.geometry import invert_pose_44
 from mvs.io.export import write_interop
-from mvs.io.imported_poses import colmap_sfm_poses, imported_poses
 from mvs.io.intrinsics import parse_intrinsics
 from mvs.io.layout import open_sequence
-from mvs.io.settings import describe_capture, with_input_settings, with_scene_settings
+from mvs.io.settings import with_input_settings, with_scene_settings
+from mvs.poses import estimate_poses, lost_reason, refined_to_colour
 from mvs.report import write_report_html
 from mvs.types import Camera, Frame, Sequence
-from slam.frontend import track_sequence
 from slam.keyframes import KeyframeSelection, select_keyframes
-from slam.refine import refine_poses
 from slam.result import METRES, TrackedPiece, TrackingFailed, TrackingResult
-from slam.rgbd import track_rgbd_sequence
-from slam.scale import scale_from_gt, scale_from_sensor
 from slam.trajectory import format_tum_trajectory
 
 SEQUENCES_DIR = Path("sequences")
-NOMINAL_MEDIAN_DEPTH_M = 2.0
-NORMALISED_UNITS = f"tracking units (scaled to a {NOMINAL_MEDIAN_DEPTH_M:g} m median scene depth)"
 UNJOINED_REASON = "in a tracked piece that never joined the main map"
 OUTPUTS_DIR = Path("outputs")
-AUTO_REASONS = {
-    "gt": "the sequence has poses",
-    "rgbd": "the sequence has sensor depth but no poses",
-    "track": "the sequence has neither poses nor sensor depth",
-    "sensor": "the sequence has sensor depth",
-    "learned": "the sequence has no sensor depth",
-}
-"""Why `resolve_sources` turns an `auto` pose or depth source into each source."""
 
 
 @dataclass
@@ -150,153 +137,6 @@ def resolve_sources(config: RunConfig, sequence: Sequence) -> RunConfig:
     if depth.source == "auto":
         depth = replace(depth, source="sensor" if sequence.has_depth else "learned")
     return replace(config, tracking=tracking, depth=depth)
-
-
-def describe_run(requested: RunConfig, config: RunConfig, sequence: Sequence, out_dir: Path) -> str:
-    """The few lines the console shows before a run: the input found, the sources and
-    settings chosen (with the reason for the `auto` sources of `requested`), where the
-    outputs go."""
-    camera, tracking, depth = sequence.camera, config.tracking, config.depth
-    yes_no = {True: "yes", False: "no"}
-    selection = "" if config.sequence.frames == ":" else f" (--frames {config.sequence.frames})"
-    lines = [
-        f"input:   {sequence.root} ({sequence.layout} layout): {len(sequence)} frames{selection} of "
-        f"{camera.width}x{camera.height}, fx {camera.fx:.1f} fy {camera.fy:.1f}; "
-        f"sensor depth: {describe_capture(sequence)}, poses: {yes_no[sequence.has_poses]}"
-    ]
-    if sequence.skipped:
-        lines.append(
-            f"skipped: {len(sequence.skipped)} frame(s), {len(sequence.unreadable)} of them unreadable; "
-            "report.json lists each with the reason"
-        )
-    why_poses = f" (auto: {AUTO_REASONS[tracking.poses]})" if requested.tracking.poses == "auto" else ""
-    why_depth = f" (auto: {AUTO_REASONS[depth.source]})" if requested.depth.source == "auto" else ""
-    if tracking.poses in ("gt", "rgbd"):
-        units = "metres"
-    elif tracking.scale in ("sensor", "gt"):
-        units = f"metres, scale from the {'depth sensor' if tracking.scale == 'sensor' else 'ground truth'}"
-    else:
-        units = "metres as imported" if tracking.poses == "import" else NORMALISED_UNITS
-    refined = ", refined to the colour images" if refined_to_colour_wanted(config) else ""
-    lines.append(f"poses:   {tracking.poses}{why_poses}{refined}; units: {units}")
-    if depth.source == "sensor":
-        lines.append(f"depth:   sensor{why_depth}")
-    else:
-        model = f"model {depth.weights}" if depth.source == "learned" else f"{depth.num_hypotheses} planes"
-        if depth.source == "learned" and depth.adapt.enabled:
-            model += f", {describe_adaptation(depth.adapt)}"
-        lines.append(
-            f"depth:   {depth.source}{why_depth}: keyframes {depth.keyframes}, "
-            f"at {depth.working_width}x{depth.working_height}, {model}"
-        )
-    lines.append(describe_settings(config))
-    fusion = fusion_config(config)
-    voxels = f"TSDF voxels of {fusion.voxel_size:g} m"
-    if depth.source != "sensor" and "fusion.voxel_size" not in config.listed_keys:
-        voxels += (
-            f" for a room at {depth.keyframe.reference_depth:g} m, scaled to the scene's depth where it is measured"
-        )
-    lines += [
-        f"fusion:  {voxels}, truncation {fusion.sdf_trunc_voxels:g} voxels, "
-        f"depth up to {fusion.depth_max:g} m; device {config.device}",
-        f"outputs: {out_dir} (the full configuration in config.yaml)",
-    ]
-    return "\n".join(lines)
-
-
-def describe_settings(config: RunConfig) -> str:
-    """One line: the settings the input chose (their reasons are in config.yaml and
-    report.json), and how many the --config file and the flags set."""
-    chosen = [s for s in config.settings if s.source == "input"]
-    words = ", ".join(f"{s.key} {yaml_scalar(s.value)}" for s in chosen)
-    line = f"settings: from the input: {words} (reasons in config.yaml)" if chosen else "settings: the defaults"
-    by_user = [f"{sum(s.source == source for s in config.settings)} from {name}"
-               for source, name in (("config", "--config"), ("flag", "flags"))
-               if any(s.source == source for s in config.settings)]
-    return f"{line}; {', '.join(by_user)}" if by_user else line
-
-
-def yaml_scalar(value: object) -> str:
-    """`value` as YAML writes it, on one line: true, 4.0, [6, 3, 1]."""
-    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
-
-
-def estimate_poses(sequence: Sequence, config: TrackingConfig) -> TrackingResult:
-    """Camera poses for the selected frames, from the source `config.poses` names.
-
-    Monocular tracking and COLMAP are scaled to metres as `config.scale` says (imported
-    poses only when it asks); raises TrackingFailed (carrying the poses found so far) when
-    tracking cannot initialise.
-    """
-    if config.pose_file and config.poses != "import":
-        raise ValueError(f"--pose-file {config.pose_file} is read only with --poses import, not --poses {config.poses}")
-    if config.poses == "gt":
-        if not sequence.has_poses:
-            raise ValueError(
-                f"{sequence.root}: --poses gt needs ground-truth poses and this sequence has none; "
-                "estimate them with --poses track (colour only) or --poses rgbd (colour and depth)"
-            )
-        return TrackingResult(dict(sequence.gt_world_T_cam_44), [], np.zeros((0, 3)), float("nan"), METRES)
-    if config.poses == "rgbd":
-        if not sequence.has_depth:
-            raise ValueError(f"{sequence.root}: --poses rgbd needs sensor depth and this sequence has none")
-        if config.rgbd.tracker != "map":
-            return track_rgbd_sequence(sequence, config.rgbd)
-        result = track_sequence(sequence, replace(config.vo, lift_depth=True), use_depth=True)
-        return scale_from_sensor(result, sequence, config.sensor_scale)
-    if config.poses == "import":
-        result = imported_poses(sequence, config.pose_file, config.scale)
-    elif config.poses == "colmap":
-        result = colmap_sfm_poses(sequence, config.colmap)
-    elif config.poses == "track":
-        # With the scale from the sensor, its depth also holds the scale along the trajectory.
-        result = track_sequence(sequence, config.vo, use_depth=config.scale == "sensor" and sequence.has_depth)
-    else:
-        raise ValueError(f"--poses: expected gt, track, rgbd, colmap or import, got '{config.poses}'")
-    if config.scale == "sensor":
-        return scale_from_sensor(result, sequence, config.sensor_scale)
-    if config.scale == "gt":
-        return scale_from_gt(result, sequence)
-    if config.scale != "none":
-        raise ValueError(f"--scale: expected none, sensor or gt, got '{config.scale}'")
-    if config.in_metres:
-        return result
-    # Unknown scale: normalise it so the median scene depth is that of a typical room, which
-    # keeps the depth range and the TSDF voxel size meaningful.
-    return result.scaled(NOMINAL_MEDIAN_DEPTH_M / result.median_depth, NORMALISED_UNITS)
-
-
-def lost_reason(config: TrackingConfig) -> str:
-    """Why a frame has no pose from the source `config.poses`."""
-    if config.poses == "import":
-        return f"no pose in {config.pose_file}"
-    if config.poses == "colmap":
-        return "not registered by COLMAP"
-    return "tracking lost"
-
-
-def refined_to_colour_wanted(config: RunConfig) -> bool:
-    """Whether dataset poses are refined to the colour images: `tracking.refine_gt` asks
-    and depth comes from a plane sweep over those images."""
-    return config.tracking.poses == "gt" and config.tracking.refine_gt and config.depth.source != "sensor"
-
-
-def refined_to_colour(sequence: Sequence, poses: TrackingResult, config: RunConfig, report: RunReport) -> TrackingResult:
-    """Dataset poses refined to the colour images when `tracking.refine_gt` asks and depth
-    comes from a plane sweep over those images; otherwise `poses` unchanged. The size of
-    the corrections goes into `report.pose_refinement`."""
-    if not refined_to_colour_wanted(config):
-        return poses
-    refinement = refine_poses(sequence, poses.world_T_cam_44, config.tracking.refine)
-    rotation_d, translation_d = list(refinement.rotation_deg.values()), list(refinement.translation_m.values())
-    report.pose_refinement = {
-        "frames_refined": len(rotation_d),
-        "frames_unrefined": len(refinement.unrefined),
-        "points": refinement.points,
-        "median_rotation_deg": float(np.median(rotation_d)) if rotation_d else 0.0,
-        "median_translation_m": float(np.median(translation_d)) if translation_d else 0.0,
-    }
-    return replace(poses, world_T_cam_44=refinement.world_T_cam_44)
 
 
 def sensor_depth_maps(sequence: Sequence, poses: TrackingResult, report: RunReport) -> Iterator[DepthMap]:
@@ -434,14 +274,6 @@ def scene_settings(
     return config
 
 
-def fusion_config(config: RunConfig) -> FusionConfig:
-    """The TSDF settings for the run's depth source: plane-sweep depth is truncated at
-    `sweep_sdf_trunc_voxels`, sensor depth at `sdf_trunc_voxels`."""
-    if config.depth.source == "sensor":
-        return config.fusion
-    return replace(config.fusion, sdf_trunc_voxels=config.fusion.sweep_sdf_trunc_voxels)
-
-
 def write_outputs(
     out_dir: Path,
     volume: TSDFVolume | None,
@@ -518,7 +350,7 @@ def run(config: RunConfig, verbose: bool = False) -> RunReport:
             except TrackingFailed as failure:
                 poses = failure.partial
                 raise
-            poses = refined_to_colour(sequence, poses, config, report)
+            poses, report.pose_refinement = refined_to_colour(sequence, poses, config)
         report.units = poses.scale
         if poses.scale != METRES and config.depth.source == "sensor":
             raise ValueError(

@@ -25,8 +25,8 @@ from fusion.metrics import (
 )
 from fusion.reference import fuse_reference_mesh, reference_mesh
 from fusion.tsdf import TSDFVolume
-from mvs import pipeline
 from mvs.config import FusionConfig, RunConfig
+from mvs.config import fusion_config as run_fusion_config
 from mvs.geometry import invert_pose_44, look_at_world_T_cam_44
 from mvs.types import Camera, Frame, Sequence
 
@@ -205,7 +205,7 @@ def test_plane_sweep_runs_fuse_with_the_sweep_truncation():
     config = RunConfig()
     for source, expected in [("sensor", config.fusion.sdf_trunc_voxels), ("learned", config.fusion.sweep_sdf_trunc_voxels),
                              ("classic", config.fusion.sweep_sdf_trunc_voxels)]:
-        chosen = pipeline.fusion_config(replace(config, depth=replace(config.depth, source=source)))
+        chosen = run_fusion_config(replace(config, depth=replace(config.depth, source=source)))
         assert chosen.sdf_trunc_voxels == expected
         assert replace(chosen, sdf_trunc_voxels=config.fusion.sdf_trunc_voxels) == config.fusion
 

@@ -18,7 +18,7 @@ from mvs.io.export import frame_image_names, write_interop
 from mvs.io.imported_poses import imported_poses, match_frames, read_pose_file
 from mvs.io.layout import open_sequence
 from mvs.io.nerfstudio import read_transforms, write_transforms
-from mvs.pipeline import estimate_poses
+from mvs.poses import estimate_poses
 from mvs.run import main
 from mvs.types import Camera, Sequence
 from slam.result import METRES

@@ -139,21 +139,20 @@ def test_triangulation_takes_one_pose_pair_per_point():
 
 def test_pipeline_refines_dataset_poses_only_for_a_plane_sweep(room_sequence):
     from mvs.config import RunConfig
-    from mvs.pipeline import RunReport, estimate_poses, refined_to_colour
+    from mvs.poses import estimate_poses, refined_to_colour
 
     config = RunConfig()
     config.tracking.poses, config.tracking.refine_gt, config.tracking.refine = "gt", True, SMALL_IMAGE_REFINE
     given = estimate_poses(room_sequence, config.tracking)
     for source, expect_refined in (("sensor", False), ("learned", True)):
         config.depth.source = source
-        report = RunReport("room", "synthetic", "gt", source, "metres", len(room_sequence))
-        poses = refined_to_colour(room_sequence, given, config, report)
+        poses, figures = refined_to_colour(room_sequence, given, config)
         assert (poses is not given) == expect_refined
-        assert bool(report.pose_refinement) == expect_refined
-    assert report.pose_refinement["frames_refined"] == len(room_sequence)
+        assert bool(figures) == expect_refined
+    assert figures["frames_refined"] == len(room_sequence)
     # Measured: 0.10 degrees (0.05 from the colour images alone; the sensor depth adds KLT's
     # error along the rays).
-    assert report.pose_refinement["median_rotation_deg"] < 0.16
+    assert figures["median_rotation_deg"] < 0.16
 
 
 def _trajectory_scale(estimate: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> float:

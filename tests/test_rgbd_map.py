@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mvs.config import TrackingConfig
-from mvs.pipeline import estimate_poses
+from mvs.poses import estimate_poses
 from mvs.types import Frame
 from slam.frontend import track_sequence
 from slam.result import METRES

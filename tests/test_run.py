@@ -15,7 +15,8 @@ from fusion.reference import REFERENCE_FILE
 from mvs.config import RunConfig
 from mvs.io.layout import open_sequence
 from mvs.io.settings import with_input_settings
-from mvs.pipeline import default_out_dir, describe_run, resolve_sources
+from mvs.console import describe_run
+from mvs.pipeline import default_out_dir, resolve_sources
 from mvs.run import build_config, main, parse_args
 from test_corrupt_frames import undecodable_jpeg
 

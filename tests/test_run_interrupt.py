@@ -1,7 +1,6 @@
 """Killing `python -m mvs.run` half-way leaves a readable mesh and a report of the frames done."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -14,7 +14,8 @@ import yaml
 from mvs.config import RunConfig, Setting, flat_keys, load_yaml
 from mvs.io.layout import open_sequence
 from mvs.io.settings import SCENE_KEYS, describe_capture, sample_depth, with_input_settings
-from mvs.pipeline import describe_settings, resolve_sources
+from mvs.console import describe_settings
+from mvs.pipeline import resolve_sources
 from mvs.run import build_config, main, parse_args
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

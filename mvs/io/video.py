@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from mvs.io.frames import assemble_sequence
 from mvs.io.intrinsics import HOW_TO_GIVE_INTRINSICS, Calibration
