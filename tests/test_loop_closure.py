@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from mvs.bench.posegraph import circle_n44, drifted_chain_n44
+from mvs.bench.posegraph import centre_error_m, circle_n44, drifted_chain_n44
 from mvs.geometry import invert_pose_44, transform_n3
 from slam.alignment import Similarity
 from slam.loop_closure import LoopConfig, close_loop, correction_size
@@ -22,10 +22,6 @@ POINTS_PER_KEYFRAME = 10
 
 def _odometry_edges(poses_n44: np.ndarray) -> list[SimilarityEdge]:
     return [SimilarityEdge(k, k + 1, np.linalg.inv(poses_n44[k]) @ poses_n44[k + 1]) for k in range(len(poses_n44) - 1)]
-
-
-def _centre_error_m(poses_n44: np.ndarray, truth_n44: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.sum((poses_n44[:, :3, 3] - truth_n44[:, :3, 3]) ** 2, axis=1))))
 
 
 def test_consistent_edges_leave_the_poses_unchanged():
@@ -47,7 +43,7 @@ def test_a_single_edge_moves_a_free_node_to_its_measured_similarity():
 def test_a_loop_edge_removes_an_injected_drift():
     truth_n44 = circle_n44(NODES)
     drifted_n44 = drifted_chain_n44(truth_n44, scale_step=SCALE_STEP, yaw_step_deg=0.4)
-    before_m = _centre_error_m(drifted_n44, truth_n44)
+    before_m = centre_error_m(drifted_n44, truth_n44)
     # The loop's similarity, as matching the last keyframe's points to the first's finds it:
     # the last camera's true pose, and the scale from its map's units (grown by the drift) to
     # the first's.
@@ -55,7 +51,7 @@ def test_a_loop_edge_removes_an_injected_drift():
     loop = SimilarityEdge(0, NODES - 1, np.linalg.inv(truth_n44[0]) @ last_44)
     fixed_n = np.arange(NODES) == 0
     corrected_n44 = optimise_pose_graph(drifted_n44, _odometry_edges(drifted_n44) + [loop], fixed_n)
-    after_m = _centre_error_m(corrected_n44, truth_n44)
+    after_m = centre_error_m(corrected_n44, truth_n44)
     # The drift puts the last camera 0.67 m from its place (0.42 m RMS over the chain); the
     # loop brings it back and spreads the correction along the chain.
     assert before_m > 0.4
