@@ -83,7 +83,7 @@ def test_pose_distance_closed_forms() -> None:
 
 def test_new_keyframe_every_threshold_of_motion() -> None:
     poses = sideways_track(61, 0.01)  # 1 cm per frame, threshold 9.5 cm -> every 10 frames
-    selection = select_keyframes(poses, CAMERA, KeyframeConfig(new_keyframe_distance=0.095), mode="auto")
+    selection = select_keyframes(poses, CAMERA, KeyframeConfig(new_keyframe_distance=0.095, max_sources=2), mode="auto")
     assert selection.keyframe_indices == [0, 10, 20, 30, 40, 50, 60]
     assert selection.unplanned_indices == []
     plans = {plan.reference_index: plan.source_indices for plan in selection.plans}
@@ -103,7 +103,7 @@ def test_auto_mode_searches_only_the_nearest_keyframes() -> None:
 
 def test_all_mode_takes_sources_on_both_sides() -> None:
     poses = sideways_track(41, 0.01)
-    config = KeyframeConfig(optimal_distance=0.1, min_translation=0.0)
+    config = KeyframeConfig(optimal_distance=0.1, min_translation=0.0, max_sources=2)
     selection = select_keyframes(poses, CAMERA, config, mode="all")
     assert selection.keyframe_indices == list(range(41))
     plans = {plan.reference_index: plan.source_indices for plan in selection.plans}
