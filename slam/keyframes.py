@@ -38,8 +38,8 @@ class KeyframeConfig:
         AbsRel on redkitchen 0:1000:2 from 0.100 to 0.097, on the tabletop from 0.198 to 0.195
         and on the synthetic room from 0.0136 to 0.0116 (GT poses, mesh F-score within 0.002),
         and `--adapt`, whose photometric loss takes the minimum over the sources, gains more
-        (redkitchen -8 % instead of -4 %, tabletop -14 % instead of -9 %), for about 1.8
-        times the depth stage's time (redkitchen: 27 s -> 49 s).
+        on redkitchen (-8 % instead of -4 %; the tabletop -8 to -13 % over two runs, against
+        -9 %), for about 1.8 times the depth stage's time (redkitchen: 24-27 s -> 43-50 s).
     min_translation: sources closer than this to the reference (camera travel) are
         used only when no candidate is farther: turning on the spot gives no parallax.
     search_keyframes: in `auto` mode, how many keyframes around each keyframe are candidates.
