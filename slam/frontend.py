@@ -16,8 +16,10 @@ map points; it becomes a keyframe of the piece it was found in and tracking goes
 While no frame relocalises, a new piece is initialised from two views (`slam/piece_start.py`),
 with its own gauge and scale (never chained to the last pose); where a keyframe of one piece
 later sees a place of another, one is merged into the other. After the last frame every piece
-is bundle-adjusted globally (`slam/backend.py`); the piece that posed the most frames is the
-main map, and the frames of pieces that never joined it are reported, not posed. Poses are in
+is bundle-adjusted globally (`slam/backend.py`), once the keyframes of pieces that never
+joined the main map have been relocalised against it (`MapJoiner.rejoin`); the piece that
+posed the most frames is the main map, and the frames of pieces that never joined it are
+reported, not posed. Poses are in
 "tracking units": a piece's first map has median depth 1.
 """
 
@@ -337,10 +339,11 @@ def track_sequence(
         start = time.perf_counter()
         tracker.process(frame.index, frame.image_hw3, frame.depth_hw if use_depth else None)
         seconds += time.perf_counter() - start
+    start = time.perf_counter()
+    tracker.joiner.rejoin()
     if tracker.config.global_adjustment:
-        start = time.perf_counter()
         tracker.adjust_globally()
-        seconds += time.perf_counter() - start
+    seconds += time.perf_counter() - start
     result = tracker.result()
     result.tracking_seconds = seconds
     if not result.world_T_cam_44:

@@ -7,20 +7,23 @@ other pieces; where they see a common place, the similarity between them is foun
 matched map points and the piece is merged into the other, then both are adjusted together.
 Where the keyframe sees an older place of its own piece, the drift along the loop is
 corrected (`slam/loop_closure.py`). Frames posed relative to a keyframe whose camera frame
-changed scale follow it.
+changed scale follow it. After the last frame, the keyframes of pieces that never joined the
+main map are relocalised against it, now that it holds every place it will (`rejoin`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from mvs.geometry import invert_pose_44
 from slam.backend import adjust_keyframes
 from slam.features import Describer
+from slam.klt import detect_corners_n2
 from slam.loop_closure import close_loop, correction_size, detect_loop
 from slam.map import SparseMap
-from slam.pieces import TrackingHistory
+from slam.pieces import Run, TrackingHistory, pieces_of_frames
 from slam.places import PlaceDatabase
-from slam.relocalise import match_pieces
+from slam.relocalise import Relocalisation, match_pieces, relocalise
 from slam.vo_config import VOConfig
 
 
@@ -106,6 +109,69 @@ class MapJoiner:
             return False
         self._scale_anchors(close_loop(self.world, loop, self.config.loop))
         return True
+
+    def rejoin(self) -> list[int]:
+        """After the last frame: pose each keyframe of a piece that never joined the main map
+        by relocalisation against the main map's places (`slam/relocalise.py`), and move it
+        into the main map with the points it was posed from; rounds repeat while one more
+        joins, as a moved keyframe's points can pose its neighbours. Returns the dataset
+        indices of the moved keyframes. Keyframes whose image was not kept are left as they are.
+        """
+        moved = []
+        while True:
+            _, main = pieces_of_frames(self.world, self.history)
+            joined = False
+            for position, kf in enumerate(self.world.keyframes):
+                if kf.piece == main or kf.gray_hw is None:
+                    continue
+                found = self._relocalise_in(position, main)
+                if found is not None:
+                    self._move_keyframe(position, found)
+                    moved.append(kf.frame_index)
+                    joined = True
+            if not joined:
+                return moved
+
+    def _relocalise_in(self, position: int, piece: int) -> Relocalisation | None:
+        """The pose in `piece` of the keyframe at `position`, relocalised against the places of
+        that piece its image recalls; None when none poses it."""
+        kf = self.world.keyframes[position]
+        corners_n2 = detect_corners_n2(kf.gray_hw, np.zeros((0, 2)), self.config.relocalise_corners, self.config.klt)
+        query = self.describer.describe(kf.gray_hw, corners_n2)
+        candidates = self.places.query(kf.gray_hw, kf.features, among=self.world.piece_positions(piece))
+        return relocalise(
+            self.world, self.describer, query, corners_n2, kf.gray_hw, kf.features, self.places.matcher, candidates,
+            self.K_33, self.config.relocalise, self.config.klt,
+        )
+
+    def _move_keyframe(self, position: int, found: Relocalisation) -> None:
+        """The keyframe at `position` moves into `found.piece` at its relocalised pose,
+        observing the points it was posed from. The frames posed relative to it follow the
+        nearest keyframe left in its old piece (none left: they are lost), as their offsets are
+        in the old piece's scale."""
+        kf = self.world.keyframes[position]
+        world_T_kf_44 = invert_pose_44(kf.cam_T_world_44)
+        left = [k for k in self.world.piece_positions(kf.piece) if k != position]
+        for frame_index, (anchor, kf_T_cam_44) in list(self.history.anchors.items()):
+            if anchor != position or frame_index == kf.frame_index:
+                continue
+            if left:
+                nearest = min(left, key=lambda k: abs(k - position))
+                self.history.anchors[frame_index] = (
+                    nearest, self.world.keyframes[nearest].cam_T_world_44 @ world_T_kf_44 @ kf_T_cam_44
+                )
+            else:
+                del self.history.anchors[frame_index]
+                self.history.lost.append(frame_index)
+        kf.cam_T_world_44 = found.cam_T_world_44
+        kf.piece = found.piece
+        kf.track_ids_n, kf.uv_n2 = found.point_ids_n.copy(), found.uv_n2.astype(np.float64)
+        kf.valid_n = np.ones(len(kf.track_ids_n), dtype=bool)
+        kf.depth_n = None if kf.depth_n is None else np.full(len(kf.track_ids_n), np.nan)
+        kf.descriptors = self.describer.describe(kf.gray_hw, kf.uv_n2)
+        self.places.move(position, found.piece)
+        self.history.anchors[kf.frame_index] = (position, np.eye(4))
+        self.history.runs.append(Run(kf.frame_index, "relocalised", found.piece))
 
     def _scale_anchors(self, scale_of_position: dict[int, float]) -> None:
         """Frames posed relative to the keyframes whose camera frame changed scale follow it."""

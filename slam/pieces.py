@@ -41,11 +41,18 @@ class TrackingHistory:
     merged_into: dict[int, int]
 
 
+def pieces_of_frames(world: SparseMap, history: TrackingHistory) -> tuple[dict[int, int], int]:
+    """The piece of every posed frame (by dataset index), and the main map: the piece that
+    posed the most frames (-1 when none was posed)."""
+    piece_of_frame = {index: world.keyframes[position].piece for index, (position, _) in history.anchors.items()}
+    main = int(np.argmax(np.bincount(list(piece_of_frame.values())))) if piece_of_frame else -1
+    return piece_of_frame, main
+
+
 def main_map_result(world: SparseMap, history: TrackingHistory) -> TrackingResult:
     """Poses of the frames posed in the main map (the piece that posed the most frames), its
     sparse map (tracking units), and every run of tracked frames."""
-    piece_of_frame = {index: world.keyframes[position].piece for index, (position, _) in history.anchors.items()}
-    main = int(np.argmax(np.bincount(list(piece_of_frame.values())))) if piece_of_frame else -1
+    piece_of_frame, main = pieces_of_frames(world, history)
     world_T_cam_44 = {}
     for frame_index, (position, kf_T_cam_44) in history.anchors.items():
         if piece_of_frame[frame_index] == main:
@@ -80,17 +87,23 @@ def tracked_pieces(history: TrackingHistory, piece_of_frame: dict[int, int], mai
     later merged with it ("merged"), or "not joined"."""
     starts = {run.first_frame: run for run in history.runs}
     pieces: list[TrackedPiece] = []
+    current = None  # the piece of the last posed frame of the current run
     for index in history.frame_order:
-        if index in starts:
-            run = starts[index]
-            if piece_of_frame.get(index, -1) != main:
+        piece = piece_of_frame.get(index)
+        # A run also splits where its frames change piece: a keyframe relocalised into the
+        # main map after the last frame (`MapJoiner.rejoin`) leaves its run's others behind.
+        if index in starts or (piece is not None and current is not None and piece != current):
+            run = starts.get(index)
+            if piece != main:
                 joined = "not joined"
-            elif run.how == "relocalised":
+            elif run is None or run.how == "relocalised":
                 joined = "relocalised"
             else:
                 joined = "merged" if run.piece in history.merged_into else "main"
             pieces.append(TrackedPiece(index, index, 0, joined))
-        if pieces and index in piece_of_frame:
+            current = None
+        if pieces and piece is not None:
             pieces[-1].last = index
             pieces[-1].frames += 1
+            current = piece
     return pieces

@@ -67,6 +67,10 @@ class PlaceDatabase:
         """Keyframes of `piece` now belong to `new_piece` (after a merge)."""
         self._pieces = [new_piece if p == piece else p for p in self._pieces]
 
+    def move(self, position: int, piece: int) -> None:
+        """The keyframe at `position` now belongs to `piece` (relocalised into it)."""
+        self._pieces = [piece if k == position else p for k, p in zip(self._positions, self._pieces)]
+
     def query(
         self,
         gray_hw: np.ndarray,

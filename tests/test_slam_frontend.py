@@ -243,3 +243,29 @@ def test_rgbd_odometry_of_real_kitchen_frames_loses_the_frames_without_depth(ref
     metrics = evaluate_trajectory(result.world_T_cam_44, kitchen.gt_world_T_cam_44, with_scale=False)
     # Measured 1.8 cm (model) and 1.7 cm (keyframe) over the first 60 frames (0.9 m of path).
     assert metrics.ate_rmse < 0.03
+
+
+def test_a_keyframe_left_in_a_piece_of_its_own_relocalises_into_the_main_map(room_sequence):
+    tracker = MonocularTracker(room_sequence.camera, SMALL_IMAGE_VO)
+    for frame in room_sequence:
+        tracker.process(frame.index, frame.image_hw3)
+    # A keyframe in the middle is cut off into a piece of its own, 10 cm (tracking units: the
+    # first map's median depth is 1) and 3 degrees away from its pose in the main map.
+    position = len(tracker.keyframes) // 2
+    kf = tracker.keyframes[position]
+    main_pose_44 = kf.cam_T_world_44.copy()
+    followers = [i for i, (anchor, _) in tracker.history.anchors.items() if anchor == position and i != kf.frame_index]
+    kf.piece = tracker.next_piece
+    tracker.places.move(position, kf.piece)
+    kf.cam_T_world_44 = make_pose_44(cv2.Rodrigues(np.array([0.0, np.deg2rad(3.0), 0.0]))[0], np.array([0.1, 0, 0])) @ main_pose_44
+    assert kf.frame_index in tracker.result().unjoined
+
+    assert tracker.joiner.rejoin() == [kf.frame_index]
+    result = tracker.result()
+    assert kf.piece == tracker.keyframes[0].piece and kf.frame_index in result.world_T_cam_44
+    error_44 = kf.cam_T_world_44 @ np.linalg.inv(main_pose_44)
+    assert np.linalg.norm(error_44[:3, 3]) < 0.01
+    assert np.rad2deg(np.linalg.norm(cv2.Rodrigues(error_44[:3, :3])[0])) < 0.5
+    # The frames posed relative to it were in the cut-off piece's scale: now lost, not chained.
+    assert set(followers) <= set(result.lost) and result.unjoined == []
+    assert [(piece.first, piece.joined) for piece in result.pieces] == [(0, "main"), (kf.frame_index, "relocalised")]
