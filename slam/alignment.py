@@ -125,3 +125,28 @@ def ransac_similarity(
             return None
         best_n = inlier_n
     return similarity, best_n
+
+
+def similarity_from_poses(source_world_T_cam_k44: np.ndarray, target_world_T_cam_k44: np.ndarray) -> Similarity | None:
+    """The similarity mapping a source world onto a target world in which the same K >= 2
+    cameras have the poses `target_world_T_cam_k44` (K, 4, 4), given theirs in the source,
+    `source_world_T_cam_k44` (K, 4, 4), both camera-to-world: the rotation is the chordal
+    mean of the K rotations between the worlds, the scale the ratio of the spreads of the
+    camera centres about their means, the translation maps the source mean onto the target's.
+    None when the source centres coincide (no scale)."""
+    if len(source_world_T_cam_k44) < 2 or source_world_T_cam_k44.shape != target_world_T_cam_k44.shape:
+        raise ValueError(
+            "similarity_from_poses: expected two (K, 4, 4) arrays of equal shape with K >= 2, got "
+            f"{source_world_T_cam_k44.shape} and {target_world_T_cam_k44.shape}"
+        )
+    summed_33 = np.einsum("kij,klj->il", target_world_T_cam_k44[:, :3, :3], source_world_T_cam_k44[:, :3, :3])
+    U_33, _, Vt_33 = np.linalg.svd(summed_33)
+    R_33 = U_33 @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U_33 @ Vt_33))]) @ Vt_33
+    source_k3 = source_world_T_cam_k44[:, :3, 3] - source_world_T_cam_k44[:, :3, 3].mean(axis=0)
+    target_k3 = target_world_T_cam_k44[:, :3, 3] - target_world_T_cam_k44[:, :3, 3].mean(axis=0)
+    spread = float(np.sum(source_k3**2))
+    if not spread > 0:
+        return None
+    scale = float(np.sqrt(np.sum(target_k3**2) / spread))
+    t_3 = target_world_T_cam_k44[:, :3, 3].mean(axis=0) - scale * R_33 @ source_world_T_cam_k44[:, :3, 3].mean(axis=0)
+    return Similarity(scale, R_33, t_3)

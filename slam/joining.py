@@ -8,14 +8,16 @@ matched map points and the piece is merged into the other, then both are adjuste
 Where the keyframe sees an older place of its own piece, the drift along the loop is
 corrected (`slam/loop_closure.py`). Frames posed relative to a keyframe whose camera frame
 changed scale follow it. After the last frame, the keyframes of pieces that never joined the
-main map are relocalised against it, now that it holds every place it will (`rejoin`).
+main map are relocalised against it, now that it holds every place it will, and their pieces
+merged by the poses found (`rejoin`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mvs.geometry import invert_pose_44
+from mvs.geometry import invert_pose_44, rotation_angle, transform_n3
+from slam.alignment import Similarity, similarity_from_poses
 from slam.backend import adjust_keyframes
 from slam.features import Describer
 from slam.klt import detect_corners_n2
@@ -84,19 +86,24 @@ class MapJoiner:
         similarity = found.other_T_piece
         if len(self.world.piece_positions(moved)) > len(self.world.piece_positions(kept)):
             moved, kept, similarity = kept, moved, similarity.inverse()
-        kept_T_moved_44 = np.eye(4)
-        kept_T_moved_44[:3, :3], kept_T_moved_44[:3, 3] = similarity.R_33, similarity.t_3
-        self.world.transform_piece(moved, similarity.scale, kept_T_moved_44)
-        self._scale_anchors({k: similarity.scale for k in self.world.piece_positions(moved)})
-        for other in keyframes:
-            if other.piece == moved:
-                other.piece = kept
-        self.places.relabel(moved, kept)
-        self.history.merged_into[moved] = kept
+        self._merge_piece(moved, kept, similarity)
         kf.add_observations(found.other_ids_n, found.uv_n2)
         positions = self.world.piece_positions(kept)
         adjust_keyframes(self.world, self.K_33, positions[:2], positions[2:], self.config.global_bundle)
         return True
+
+    def _merge_piece(self, moved: int, kept: int, kept_T_moved: Similarity) -> None:
+        """Piece `moved` joins piece `kept`: its keyframes and points move by the similarity
+        into `kept`'s frame and scale (the frames posed relative to them follow) and take its id."""
+        kept_T_moved_44 = np.eye(4)
+        kept_T_moved_44[:3, :3], kept_T_moved_44[:3, 3] = kept_T_moved.R_33, kept_T_moved.t_3
+        positions = self.world.piece_positions(moved)
+        self.world.transform_piece(moved, kept_T_moved.scale, kept_T_moved_44)
+        self._scale_anchors({k: kept_T_moved.scale for k in positions})
+        for k in positions:
+            self.world.keyframes[k].piece = kept
+        self.places.relabel(moved, kept)
+        self.history.merged_into[moved] = kept
 
     def _try_close_loop(self, position: int) -> bool:
         """Correct the drift along a loop that the keyframe at `position` closes, if any;
@@ -111,26 +118,59 @@ class MapJoiner:
         return True
 
     def rejoin(self) -> list[int]:
-        """After the last frame: pose each keyframe of a piece that never joined the main map
-        by relocalisation against the main map's places (`slam/relocalise.py`), and move it
-        into the main map with the points it was posed from; rounds repeat while one more
-        joins, as a moved keyframe's points can pose its neighbours. Returns the dataset
-        indices of the moved keyframes. Keyframes whose image was not kept are left as they are.
-        """
+        """After the last frame: relocalise each keyframe of a piece that never joined the main
+        map against the main map's places (`slam/relocalise.py`). Where two or more keyframes of
+        a piece relocalise and one similarity carries them all to their new poses, the whole
+        piece is merged with it, its other frames with it; otherwise each relocalised keyframe
+        moves alone. Rounds repeat while a piece joins, as what joined can pose the rest.
+        Returns the dataset indices of the keyframes that moved into the main map; keyframes
+        whose image was not kept are not relocalised."""
         moved = []
         while True:
             _, main = pieces_of_frames(self.world, self.history)
             joined = False
-            for position, kf in enumerate(self.world.keyframes):
-                if kf.piece == main or kf.gray_hw is None:
-                    continue
-                found = self._relocalise_in(position, main)
-                if found is not None:
-                    self._move_keyframe(position, found)
-                    moved.append(kf.frame_index)
-                    joined = True
+            for piece in sorted({kf.piece for kf in self.world.keyframes} - {main}):
+                positions = self.world.piece_positions(piece)
+                found = {}
+                for position in positions:
+                    if self.world.keyframes[position].gray_hw is not None:
+                        relocalisation = self._relocalise_in(position, main)
+                        if relocalisation is not None:
+                            found[position] = relocalisation
+                if len(found) >= 2 and self._merge_relocalised(piece, main, found):
+                    moved += [self.world.keyframes[k].frame_index for k in positions]
+                else:
+                    for position, relocalisation in found.items():
+                        self._move_keyframe(position, relocalisation)
+                        moved.append(self.world.keyframes[position].frame_index)
+                joined = joined or bool(found)
             if not joined:
-                return moved
+                return sorted(moved)
+
+    def _merge_relocalised(self, piece: int, main: int, found: dict[int, Relocalisation]) -> bool:
+        """Merge `piece` into `main` by the similarity that carries its relocalised keyframes
+        (positions of `found`) from their poses in the piece to those in the main map; the
+        relocalised keyframes also observe the points that posed them. False (nothing changes)
+        when that similarity misplaces one of them: its points at their median depth would land
+        farther than `merge_threshold_relative` of that depth from where its relocalisation
+        puts them."""
+        keyframes = self.world.keyframes
+        positions = sorted(found)
+        old_k44 = np.stack([invert_pose_44(keyframes[k].cam_T_world_44) for k in positions])
+        new_k44 = np.stack([invert_pose_44(found[k].cam_T_world_44) for k in positions])
+        similarity = similarity_from_poses(old_k44, new_k44)
+        if similarity is None:
+            return False
+        for k, old_44, new_44 in zip(positions, old_k44, new_k44):
+            mapped_44 = similarity.apply_to_world_T_cam_44(old_44)
+            depth = float(np.median(transform_n3(found[k].cam_T_world_44, self.world.points.xyz_n3[found[k].point_ids_n])[:, 2]))
+            shift = np.linalg.norm(mapped_44[:3, 3] - new_44[:3, 3]) + rotation_angle(mapped_44[:3, :3].T @ new_44[:3, :3]) * depth
+            if shift > self.config.relocalise.merge_threshold_relative * depth:
+                return False
+        self._merge_piece(piece, main, similarity)
+        for k in positions:
+            keyframes[k].add_observations(found[k].point_ids_n, found[k].uv_n2)
+        return True
 
     def _relocalise_in(self, position: int, piece: int) -> Relocalisation | None:
         """The pose in `piece` of the keyframe at `position`, relocalised against the places of

@@ -13,6 +13,7 @@ from mvs.geometry import make_pose_44
 from mvs.synth import RoomSpec, build_room
 from mvs.synth_render import RoomRenderer
 from mvs.types import Camera, Frame, Sequence
+from slam.alignment import Similarity, similarity_from_poses
 from slam.backend import reassociate
 from slam.frontend import MonocularTracker, VOConfig, track_sequence
 from slam.klt import KLTConfig
@@ -269,3 +270,49 @@ def test_a_keyframe_left_in_a_piece_of_its_own_relocalises_into_the_main_map(roo
     # The frames posed relative to it were in the cut-off piece's scale: now lost, not chained.
     assert set(followers) <= set(result.lost) and result.unjoined == []
     assert [(piece.first, piece.joined) for piece in result.pieces] == [(0, "main"), (kf.frame_index, "relocalised")]
+
+
+def test_a_piece_that_never_joined_merges_by_its_relocalised_keyframes(room_sequence):
+    tracker = MonocularTracker(room_sequence.camera, SMALL_IMAGE_VO)
+    for frame in room_sequence:
+        tracker.process(frame.index, frame.image_hw3)
+    before = tracker.result()
+    # The last 3 keyframes become a piece of their own with none of the main map's points, in a
+    # world 1.5 times as large, turned 5 degrees and moved 30 cm (tracking units) from the main one.
+    tail = list(range(len(tracker.keyframes) - 3, len(tracker.keyframes)))
+    piece = tracker.next_piece
+    moved = Similarity(1.5, cv2.Rodrigues(np.array([0.0, 0.0, np.deg2rad(5.0)]))[0], np.array([0.3, 0.0, 0.0]))
+    points = tracker.map.points
+    points.ok_n[np.isin(points.birth_kf_n, tail)] = False
+    for position in tail:
+        kf = tracker.keyframes[position]
+        kf.piece, kf.valid_n[:] = piece, False
+        kf.cam_T_world_44 = np.linalg.inv(moved.apply_to_world_T_cam_44(np.linalg.inv(kf.cam_T_world_44)))
+        tracker.places.move(position, piece)
+    for index, (anchor, kf_T_cam_44) in tracker.history.anchors.items():
+        if anchor in tail:
+            kf_T_cam_44[:3, 3] *= moved.scale
+    cut = tracker.result()
+    assert len(cut.world_T_cam_44) < len(before.world_T_cam_44) and cut.unjoined
+
+    assert tracker.joiner.rejoin() == sorted(tracker.keyframes[k].frame_index for k in tail)
+    after = tracker.result()
+    assert sorted(after.world_T_cam_44) == sorted(before.world_T_cam_44) and after.unjoined == []
+    # Every frame of the piece is back where it was: measured 0.1 mm.
+    for index, world_T_cam_44 in before.world_T_cam_44.items():
+        assert np.linalg.norm(after.world_T_cam_44[index][:3, 3] - world_T_cam_44[:3, 3]) < 0.01
+    assert [(p.first, p.last, p.joined) for p in after.pieces] == [(p.first, p.last, p.joined) for p in before.pieces]
+
+
+def test_similarity_from_poses_recovers_a_known_similarity():
+    rng = np.random.default_rng(0)
+    truth = Similarity(0.7, cv2.Rodrigues(np.array([0.2, -0.4, 0.1]))[0], np.array([1.0, -2.0, 0.5]))
+    source_k44 = np.stack([
+        make_pose_44(cv2.Rodrigues(rng.normal(size=3))[0], rng.normal(size=3)) for _ in range(4)
+    ])
+    target_k44 = np.stack([truth.apply_to_world_T_cam_44(pose_44) for pose_44 in source_k44])
+    found = similarity_from_poses(source_k44, target_k44)
+    assert found.scale == pytest.approx(truth.scale, abs=1e-12)
+    np.testing.assert_allclose(found.R_33, truth.R_33, atol=1e-12)
+    np.testing.assert_allclose(found.t_3, truth.t_3, atol=1e-12)
+    assert similarity_from_poses(source_k44[[0, 0]], target_k44[[0, 0]]) is None
