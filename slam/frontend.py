@@ -17,9 +17,9 @@ While no frame relocalises, a new piece is initialised from two views (`slam/pie
 with its own gauge and scale (never chained to the last pose); where a keyframe of one piece
 later sees a place of another, one is merged into the other. After the last frame every piece
 is bundle-adjusted globally (`slam/backend.py`), once the keyframes of pieces that never
-joined the main map have been relocalised against it (`MapJoiner.rejoin`); the piece that
-posed the most frames is the main map, and the frames of pieces that never joined it are
-reported, not posed. Poses are in
+joined the main map, and the frames never posed, have been relocalised against it
+(`MapJoiner.rejoin`, `MapJoiner.pose_lost`); the piece that posed the most frames is the main
+map, and the frames of pieces that never joined it are reported, not posed. Poses are in
 "tracking units": a piece's first map has median depth 1.
 """
 
@@ -101,9 +101,7 @@ class MonocularTracker:
         sensor depth (H, W) in metres (0 invalid) when the global adjustment should use it."""
         self.depth_hw = depth_hw
         self.history.frame_order.append(frame_index)
-        gray_hw = cv2.cvtColor(image_hw3, cv2.COLOR_RGB2GRAY)
-        if gray_hw.shape[1] != self.tracking_size_wh[0]:
-            gray_hw = cv2.resize(gray_hw, self.tracking_size_wh, interpolation=cv2.INTER_AREA)
+        gray_hw = self.tracking_gray_hw(image_hw3)
         if self.prev_gray_hw is None:
             self._start_piece(frame_index, gray_hw)
             return
@@ -116,6 +114,13 @@ class MonocularTracker:
             self._abandon_piece()
         else:
             self._try_initialise(frame_index, gray_hw)
+
+    def tracking_gray_hw(self, image_hw3: np.ndarray) -> np.ndarray:
+        """The grey tracking image (H, W) uint8 of an RGB frame of the sequence camera's size."""
+        gray_hw = cv2.cvtColor(image_hw3, cv2.COLOR_RGB2GRAY)
+        if gray_hw.shape[1] != self.tracking_size_wh[0]:
+            gray_hw = cv2.resize(gray_hw, self.tracking_size_wh, interpolation=cv2.INTER_AREA)
+        return gray_hw
 
     def _predicted_uv_n2(self) -> np.ndarray | None:
         """Where the tracks should land in the next frame under the constant-velocity motion
@@ -341,6 +346,7 @@ def track_sequence(
         seconds += time.perf_counter() - start
     start = time.perf_counter()
     tracker.joiner.rejoin()
+    tracker.joiner.pose_lost(lambda index: tracker.tracking_gray_hw(sequence.load_frame(index).image_hw3))
     if tracker.config.global_adjustment:
         tracker.adjust_globally()
     seconds += time.perf_counter() - start

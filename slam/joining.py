@@ -14,12 +14,16 @@ merged by the poses found (`rejoin`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 from mvs.geometry import invert_pose_44, rotation_angle, transform_n3
 from slam.alignment import Similarity, similarity_from_poses
 from slam.backend import adjust_keyframes
 from slam.features import Describer
+from slam.image_features import ImageFeatures
 from slam.klt import detect_corners_n2
 from slam.loop_closure import close_loop, correction_size, detect_loop
 from slam.map import SparseMap
@@ -27,6 +31,17 @@ from slam.pieces import Run, TrackingHistory, pieces_of_frames
 from slam.places import PlaceDatabase
 from slam.relocalise import Relocalisation, match_pieces, relocalise
 from slam.vo_config import VOConfig
+
+
+@dataclass
+class _PosedKeyframe:
+    """A keyframe of a piece that never joined, posed in the main map after the last frame:
+    camera-to-world in its piece and in the main map (4, 4), and the median depth of the
+    points that posed it (main-map units)."""
+
+    piece_world_T_cam_44: np.ndarray
+    main_world_T_cam_44: np.ndarray
+    depth: float
 
 
 class MapJoiner:
@@ -119,13 +134,15 @@ class MapJoiner:
 
     def rejoin(self) -> list[int]:
         """After the last frame: relocalise each keyframe of a piece that never joined the main
-        map against the main map's places (`slam/relocalise.py`). Where two or more keyframes of
-        a piece relocalise and one similarity carries them all to their new poses, the whole
-        piece is merged with it, its other frames with it; otherwise each relocalised keyframe
-        moves alone. Rounds repeat while a piece joins, as what joined can pose the rest.
-        Returns the dataset indices of the keyframes that moved into the main map; keyframes
-        whose image was not kept are not relocalised."""
+        map against the main map's places (`slam/relocalise.py`). Once two or more keyframes of
+        a piece have been posed so, and one similarity carries them all from their poses in
+        the piece to those in the main map, the rest of the piece merges with it, its other
+        frames with it; until then each posed keyframe moves alone. Rounds repeat while a
+        keyframe joins, as what joined can pose the rest. Returns the dataset indices of the
+        keyframes that moved into the main map; keyframes whose image was not kept are not
+        relocalised."""
         moved = []
+        posed: dict[int, list[_PosedKeyframe]] = {}  # per piece, its keyframes posed in the main map
         while True:
             _, main = pieces_of_frames(self.world, self.history)
             joined = False
@@ -133,54 +150,87 @@ class MapJoiner:
                 positions = self.world.piece_positions(piece)
                 found = {}
                 for position in positions:
-                    if self.world.keyframes[position].gray_hw is not None:
-                        relocalisation = self._relocalise_in(position, main)
+                    kf = self.world.keyframes[position]
+                    if kf.gray_hw is not None:
+                        relocalisation = self.relocalise_in(kf.gray_hw, kf.features, main)
                         if relocalisation is not None:
                             found[position] = relocalisation
-                if len(found) >= 2 and self._merge_relocalised(piece, main, found):
+                if not found:
+                    continue
+                joined = True
+                posed.setdefault(piece, []).extend(self._posed_keyframe(k, r) for k, r in found.items())
+                if len(posed[piece]) >= 2 and self._merge_by_poses(piece, main, posed[piece]):
+                    for position, relocalisation in found.items():
+                        self.world.keyframes[position].add_observations(relocalisation.point_ids_n, relocalisation.uv_n2)
                     moved += [self.world.keyframes[k].frame_index for k in positions]
                 else:
                     for position, relocalisation in found.items():
                         self._move_keyframe(position, relocalisation)
                         moved.append(self.world.keyframes[position].frame_index)
-                joined = joined or bool(found)
             if not joined:
                 return sorted(moved)
 
-    def _merge_relocalised(self, piece: int, main: int, found: dict[int, Relocalisation]) -> bool:
-        """Merge `piece` into `main` by the similarity that carries its relocalised keyframes
-        (positions of `found`) from their poses in the piece to those in the main map; the
-        relocalised keyframes also observe the points that posed them. False (nothing changes)
-        when that similarity misplaces one of them: its points at their median depth would land
-        farther than `merge_threshold_relative` of that depth from where its relocalisation
-        puts them."""
-        keyframes = self.world.keyframes
-        positions = sorted(found)
-        old_k44 = np.stack([invert_pose_44(keyframes[k].cam_T_world_44) for k in positions])
-        new_k44 = np.stack([invert_pose_44(found[k].cam_T_world_44) for k in positions])
-        similarity = similarity_from_poses(old_k44, new_k44)
+    def _posed_keyframe(self, position: int, found: Relocalisation) -> _PosedKeyframe:
+        """The keyframe at `position`'s pose in its piece and where `found` poses it."""
+        points_n3 = transform_n3(found.cam_T_world_44, self.world.points.xyz_n3[found.point_ids_n])
+        return _PosedKeyframe(
+            invert_pose_44(self.world.keyframes[position].cam_T_world_44),
+            invert_pose_44(found.cam_T_world_44),
+            float(np.median(points_n3[:, 2])),
+        )
+
+    def _merge_by_poses(self, piece: int, main: int, posed: list[_PosedKeyframe]) -> bool:
+        """Merge the keyframes left in `piece` into `main` by the similarity that carries the
+        `posed` keyframes from their poses in the piece to those in the main map. False
+        (nothing changes) when it misplaces one of them: its points at its median depth would
+        land farther than `merge_threshold_relative` of that depth from where it was posed."""
+        similarity = similarity_from_poses(
+            np.stack([p.piece_world_T_cam_44 for p in posed]), np.stack([p.main_world_T_cam_44 for p in posed])
+        )
         if similarity is None:
             return False
-        for k, old_44, new_44 in zip(positions, old_k44, new_k44):
-            mapped_44 = similarity.apply_to_world_T_cam_44(old_44)
-            depth = float(np.median(transform_n3(found[k].cam_T_world_44, self.world.points.xyz_n3[found[k].point_ids_n])[:, 2]))
-            shift = np.linalg.norm(mapped_44[:3, 3] - new_44[:3, 3]) + rotation_angle(mapped_44[:3, :3].T @ new_44[:3, :3]) * depth
-            if shift > self.config.relocalise.merge_threshold_relative * depth:
+        for p in posed:
+            mapped_44 = similarity.apply_to_world_T_cam_44(p.piece_world_T_cam_44)
+            shift = np.linalg.norm(mapped_44[:3, 3] - p.main_world_T_cam_44[:3, 3])
+            shift += rotation_angle(mapped_44[:3, :3].T @ p.main_world_T_cam_44[:3, :3]) * p.depth
+            if shift > self.config.relocalise.merge_threshold_relative * p.depth:
                 return False
         self._merge_piece(piece, main, similarity)
-        for k in positions:
-            keyframes[k].add_observations(found[k].point_ids_n, found[k].uv_n2)
         return True
 
-    def _relocalise_in(self, position: int, piece: int) -> Relocalisation | None:
-        """The pose in `piece` of the keyframe at `position`, relocalised against the places of
-        that piece its image recalls; None when none poses it."""
-        kf = self.world.keyframes[position]
-        corners_n2 = detect_corners_n2(kf.gray_hw, np.zeros((0, 2)), self.config.relocalise_corners, self.config.klt)
-        query = self.describer.describe(kf.gray_hw, corners_n2)
-        candidates = self.places.query(kf.gray_hw, kf.features, among=self.world.piece_positions(piece))
+    def pose_lost(self, gray_of: Callable[[int], np.ndarray]) -> list[int]:
+        """After the last frame: relocalise each frame that was never posed (lost, or waiting
+        for a piece that never started) against the main map's places; one that poses is posed relative to the keyframe that posed it (and
+        moves with it in the global adjustment). `gray_of` gives a frame's tracking image
+        (H, W) uint8 by dataset index. Returns the dataset indices posed."""
+        _, main = pieces_of_frames(self.world, self.history)
+        posed = []
+        previous = None
+        for index in self.history.frame_order:
+            if index in self.history.anchors:
+                previous = None
+                continue
+            gray_hw = gray_of(index)
+            found = self.relocalise_in(gray_hw, self.places.matcher.detect(gray_hw), main)
+            if found is None:
+                previous = None
+                continue
+            kf = self.world.keyframes[found.position]
+            self.history.anchors[index] = (found.position, kf.cam_T_world_44 @ invert_pose_44(found.cam_T_world_44))
+            if previous is None:
+                self.history.runs.append(Run(index, "relocalised", main))
+            previous = index
+            posed.append(index)
+        return posed
+
+    def relocalise_in(self, gray_hw: np.ndarray, features: ImageFeatures, piece: int) -> Relocalisation | None:
+        """The pose in `piece` of a tracking image (H, W) with its ORB `features`, relocalised
+        against the places of that piece it recalls; None when none poses it."""
+        corners_n2 = detect_corners_n2(gray_hw, np.zeros((0, 2)), self.config.relocalise_corners, self.config.klt)
+        query = self.describer.describe(gray_hw, corners_n2)
+        candidates = self.places.query(gray_hw, features, among=self.world.piece_positions(piece))
         return relocalise(
-            self.world, self.describer, query, corners_n2, kf.gray_hw, kf.features, self.places.matcher, candidates,
+            self.world, self.describer, query, corners_n2, gray_hw, features, self.places.matcher, candidates,
             self.K_33, self.config.relocalise, self.config.klt,
         )
 
