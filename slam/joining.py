@@ -9,7 +9,7 @@ Where the keyframe sees an older place of its own piece, the drift along the loo
 corrected (`slam/loop_closure.py`). Frames posed relative to a keyframe whose camera frame
 changed scale follow it. After the last frame, the keyframes of pieces that never joined the
 main map are relocalised against it, now that it holds every place it will, and their pieces
-merged by the poses found (`rejoin`).
+merged by the poses found (`rejoin`); so are the frames never posed (`pose_lost`).
 """
 
 from __future__ import annotations
@@ -200,26 +200,24 @@ class MapJoiner:
 
     def pose_lost(self, gray_of: Callable[[int], np.ndarray]) -> list[int]:
         """After the last frame: relocalise each frame that was never posed (lost, or waiting
-        for a piece that never started) against the main map's places; one that poses is posed relative to the keyframe that posed it (and
-        moves with it in the global adjustment). `gray_of` gives a frame's tracking image
+        for a piece that never started) against the main map's places; one that poses is
+        posed relative to the keyframe that posed it (and moves with it in the global
+        adjustment), and consecutive ones form a run. `gray_of` gives a frame's tracking image
         (H, W) uint8 by dataset index. Returns the dataset indices posed."""
         _, main = pieces_of_frames(self.world, self.history)
         posed = []
-        previous = None
-        for index in self.history.frame_order:
+        order = self.history.frame_order
+        for position, index in enumerate(order):
             if index in self.history.anchors:
-                previous = None
                 continue
             gray_hw = gray_of(index)
             found = self.relocalise_in(gray_hw, self.places.matcher.detect(gray_hw), main)
             if found is None:
-                previous = None
                 continue
             kf = self.world.keyframes[found.position]
             self.history.anchors[index] = (found.position, kf.cam_T_world_44 @ invert_pose_44(found.cam_T_world_44))
-            if previous is None:
+            if not posed or position == 0 or posed[-1] != order[position - 1]:
                 self.history.runs.append(Run(index, "relocalised", main))
-            previous = index
             posed.append(index)
         return posed
 
