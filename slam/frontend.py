@@ -235,7 +235,7 @@ class MonocularTracker:
                 min_inliers=config.pnp_min_inliers,
                 cam_T_world_guess_44=guess_44,
             )
-        if pnp is None:
+        if pnp is None or pnp.inlier_n.mean() < config.pnp_min_inlier_share:
             if not self._relocalise(frame_index, gray_hw, continuing=True):
                 self._start_piece(frame_index, gray_hw)
             return
