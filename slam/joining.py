@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from mvs.geometry import invert_pose_44, rotation_angle, transform_n3
+from mvs.geometry import invert_pose_44, make_pose_44, rotation_angle, transform_n3
 from slam.alignment import Similarity, similarity_from_poses
 from slam.backend import adjust_keyframes
 from slam.features import Describer
@@ -110,10 +110,8 @@ class MapJoiner:
     def _merge_piece(self, moved: int, kept: int, kept_T_moved: Similarity) -> None:
         """Piece `moved` joins piece `kept`: its keyframes and points move by the similarity
         into `kept`'s frame and scale (the frames posed relative to them follow) and take its id."""
-        kept_T_moved_44 = np.eye(4)
-        kept_T_moved_44[:3, :3], kept_T_moved_44[:3, 3] = kept_T_moved.R_33, kept_T_moved.t_3
         positions = self.world.piece_positions(moved)
-        self.world.transform_piece(moved, kept_T_moved.scale, kept_T_moved_44)
+        self.world.transform_piece(moved, kept_T_moved.scale, make_pose_44(kept_T_moved.R_33, kept_T_moved.t_3))
         self._scale_anchors({k: kept_T_moved.scale for k in positions})
         for k in positions:
             self.world.keyframes[k].piece = kept
