@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from slam.klt import KLTConfig, detect_corners_n2
+
 
 @dataclass
 class DescriptorConfig:
@@ -93,6 +95,13 @@ class Describer:
         claims_k = np.bincount(train_k, minlength=len(train))[train_k] if len(train_k) else train_k
         once_k = claims_k == 1
         return query_k[once_k], train_k[once_k]
+
+    def describe_corners(self, gray_hw: np.ndarray, max_corners: int, klt: KLTConfig) -> tuple[np.ndarray, Descriptors]:
+        """Up to `max_corners` fresh corners (M, 2) of the uint8 image `gray_hw` (H, W), detected
+        as the tracker detects them (`klt`), and their descriptors: how a frame to relocalise,
+        or to match to a piece's reference, is described."""
+        corners_n2 = detect_corners_n2(gray_hw, np.zeros((0, 2)), max_corners, klt)
+        return corners_n2, self.describe(gray_hw, corners_n2)
 
 
 def ratio_test_matches(

@@ -38,7 +38,7 @@ from slam.backend import adjust_piece_globally
 from slam.features import Describer
 from slam.image_features import ImageMatcher
 from slam.joining import MapJoiner
-from slam.klt import detect_corners_n2, track_points_n2
+from slam.klt import track_points_n2
 from slam.local_mapping import LocalMapping
 from slam.map import Keyframe, SparseMap
 from slam.piece_start import PendingFrame, PieceStart, normalise_piece_scale, try_two_view
@@ -272,8 +272,7 @@ class MonocularTracker:
         piece and the keyframes place recognition proposes; on success it becomes a keyframe
         of the piece it was found in and tracking continues there from its matched points (a
         new run of frames unless `continuing` in the same piece)."""
-        corners_n2 = detect_corners_n2(gray_hw, np.zeros((0, 2)), self.config.relocalise_corners, self.config.klt)
-        query = self.describer.describe(gray_hw, corners_n2)
+        corners_n2, query = self.describer.describe_corners(gray_hw, self.config.relocalise_corners, self.config.klt)
         features = self.matcher.detect(gray_hw)
         recent = self.map.piece_positions(self.piece)[-self.config.relocalise.neighbours - 1 :]
         candidates = list(dict.fromkeys(recent[::-1] + self.places.query(gray_hw, features)))

@@ -24,7 +24,6 @@ from slam.alignment import Similarity, similarity_from_poses
 from slam.backend import adjust_keyframes
 from slam.features import Describer
 from slam.image_features import ImageFeatures
-from slam.klt import detect_corners_n2
 from slam.loop_closure import close_loop, correction_size, detect_loop
 from slam.map import SparseMap
 from slam.pieces import Run, TrackingHistory, pieces_of_frames
@@ -222,8 +221,7 @@ class MapJoiner:
     def relocalise_in(self, gray_hw: np.ndarray, features: ImageFeatures, piece: int) -> Relocalisation | None:
         """The pose in `piece` of a tracking image (H, W) with its ORB `features`, relocalised
         against the places of that piece it recalls; None when none poses it."""
-        corners_n2 = detect_corners_n2(gray_hw, np.zeros((0, 2)), self.config.relocalise_corners, self.config.klt)
-        query = self.describer.describe(gray_hw, corners_n2)
+        corners_n2, query = self.describer.describe_corners(gray_hw, self.config.relocalise_corners, self.config.klt)
         candidates = self.places.query(gray_hw, features, among=self.world.piece_positions(piece))
         return relocalise(
             self.world, self.describer, query, corners_n2, gray_hw, features, self.places.matcher, candidates,

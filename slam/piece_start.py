@@ -16,7 +16,6 @@ import numpy as np
 
 from mvs.geometry import invert_pose_44, transform_n3
 from slam.features import Describer, Descriptors
-from slam.klt import detect_corners_n2
 from slam.map import SparseMap
 from slam.pieces import TrackingHistory
 from slam.pnp import solve_pnp
@@ -56,8 +55,7 @@ class PieceStart:
         the tracking image (H, W) by descriptor matches; they replace the tracks when there
         are more of them."""
         descriptors, ids_n = self.descriptors
-        corners_n2 = detect_corners_n2(gray_hw, np.zeros((0, 2)), config.relocalise_corners, config.klt)
-        query = describer.describe(gray_hw, corners_n2)
+        corners_n2, query = describer.describe_corners(gray_hw, config.relocalise_corners, config.klt)
         query_k, train_k = describer.match(query, descriptors)
         if len(query_k) > len(tracks):
             tracks.replace(ids_n[train_k], corners_n2[query.rows_n[query_k]].astype(np.float32))
