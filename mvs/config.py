@@ -31,7 +31,9 @@ class SequenceConfig:
 
     `intrinsics` overrides the colour camera of the sequence: "fx,fy,cx,cy" (pixels at
     the input's resolution) or a calibration YAML file (see mvs/io/intrinsics.py); "" keeps
-    the layout's own. Videos and image folders without K.txt need it.
+    the layout's own. Where the layout has none (videos, image folders without K.txt), or
+    with "auto", a run estimates the focal length from the frames (principal point at the
+    image centre, slam/self_calibration.py) and records the values here.
     """
 
     name: str = "synthetic/room0"

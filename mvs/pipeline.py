@@ -9,6 +9,7 @@ fused before the failure is never lost.
 
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -37,7 +38,7 @@ from mvs.console import describe_run
 from mvs.depth import ClassicDepthEstimator, DepthEstimator, LearnedDepthEstimator
 from mvs.geometry import invert_pose_44
 from mvs.io.export import write_interop
-from mvs.io.intrinsics import parse_intrinsics
+from mvs.io.intrinsics import ESTIMATE_INTRINSICS, MissingIntrinsics, parse_intrinsics
 from mvs.io.layout import open_sequence
 from mvs.io.settings import with_input_settings, with_scene_settings
 from mvs.poses import estimate_poses, lost_reason, refined_to_colour
@@ -45,6 +46,7 @@ from mvs.report import write_report_html
 from mvs.types import Camera, Frame, Sequence
 from slam.keyframes import KeyframeSelection, select_keyframes
 from slam.result import METRES, TrackedPiece, TrackingFailed, TrackingResult
+from slam.self_calibration import centred_camera, estimate_focal, guessed_camera
 from slam.trajectory import format_tum_trajectory
 
 SEQUENCES_DIR = Path("sequences")
@@ -125,6 +127,38 @@ def load_sequence(config: RunConfig) -> Sequence:
 
         ensure_room(name, SEQUENCES_DIR)
     return open_sequence(name, SEQUENCES_DIR, config.sequence.frames, parse_intrinsics(config.sequence.intrinsics))
+
+
+def open_with_intrinsics(config: RunConfig) -> tuple[Sequence, RunConfig]:
+    """The configured sequence and `config`. Where the input holds no camera intrinsics and
+    none are given, or `--intrinsics auto` asks, the focal length is first estimated from its
+    frames (slam/self_calibration.py): the returned config gives it as `sequence.intrinsics`,
+    with the evidence in its `settings`, so that the run and its evaluation read the frames
+    with the same camera."""
+    config = copy.deepcopy(config)
+    if config.sequence.intrinsics.strip() != ESTIMATE_INTRINSICS:
+        try:
+            return load_sequence(config), config
+        except MissingIntrinsics:
+            pass
+    config.sequence.intrinsics = ""
+    try:
+        layout_camera = load_sequence(config).camera
+        size_wh = (layout_camera.width, layout_camera.height)
+    except MissingIntrinsics as missing:
+        size_wh = missing.size_wh
+    config.sequence.intrinsics = intrinsics_spec(guessed_camera(*size_wh))
+    estimate = estimate_focal(load_sequence(config), vo=config.tracking.vo)
+    config.sequence.intrinsics = intrinsics_spec(centred_camera(estimate.focal_px, *size_wh))
+    config.settings = [s for s in config.settings if s.key != "sequence.intrinsics"]
+    config.settings.append(Setting("sequence.intrinsics", config.sequence.intrinsics, "input", estimate.describe()))
+    print(f"intrinsics: none given; focal length {estimate.describe()} ({estimate.seconds:.0f} s)")
+    return load_sequence(config), config
+
+
+def intrinsics_spec(camera: Camera) -> str:
+    """`camera` as `--intrinsics` takes it: "fx,fy,cx,cy" (pixels, to 1e-3)."""
+    return ",".join(f"{value:.3f}" for value in (camera.fx, camera.fy, camera.cx, camera.cy))
 
 
 def resolve_sources(config: RunConfig, sequence: Sequence) -> RunConfig:
@@ -319,8 +353,9 @@ def run(config: RunConfig, verbose: bool = False) -> RunReport:
     out_dir = output_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REFERENCE_FILE).unlink(missing_ok=True)  # an earlier run's, fused with that run's settings
-    sequence = load_sequence(config)
-    requested, config = config, with_input_settings(resolve_sources(config, sequence), sequence)
+    requested = config
+    sequence, config = open_with_intrinsics(config)
+    config = with_input_settings(resolve_sources(config, sequence), sequence)
     if config.depth.adapt.enabled and config.depth.source != "learned":
         raise ValueError(
             f"--adapt fine-tunes the learned depth model, and depth comes from '{config.depth.source}' here: "

@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="how the scale of track, colmap or imported poses is fixed")
     parser.add_argument("--depth", choices=["auto", "sensor", "classic", "learned"], help="where depth comes from")
     parser.add_argument("--frames", help="START:STOP:STEP over dataset frame indices")
-    parser.add_argument("--intrinsics", help="camera intrinsics: fx,fy,cx,cy (pixels) or a calibration YAML")
+    parser.add_argument("--intrinsics", help="camera intrinsics: fx,fy,cx,cy (pixels) or a calibration YAML; auto: "
+                        "the focal length estimated from the frames (the default where the input has none)")
     parser.add_argument("--keyframes", choices=["auto", "all"], help="which frames get a depth map")
     parser.add_argument("--weights", help="the learned depth model: a name under mvs/weights/ or a .pt file "
                         "(such as a run's adapted.pt)")

@@ -7,6 +7,8 @@ colour alone, its scale) is held by keyframes kept fixed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from mvs.geometry import project_n2, transform_n3
@@ -36,6 +38,34 @@ def window_of(world: SparseMap, piece: int, config: VOConfig) -> tuple[list[int]
     return fixed, free
 
 
+@dataclass
+class WindowObservations:
+    """What keyframes observe of some map points, as `bundle_adjust` takes it: per observation
+    the keyframe's place in the window `cam_index_m` (M,), the row of its point in
+    `point_ids_n` (N,) `point_index_m` (M,) and the pixel `uv_m2` (M, 2); per keyframe of the
+    window the rows of its observation arrays used, `rows` (in window order)."""
+
+    cam_index_m: np.ndarray
+    point_ids_n: np.ndarray
+    point_index_m: np.ndarray
+    uv_m2: np.ndarray
+    rows: list[np.ndarray]
+
+
+def window_observations(world: SparseMap, window: list[int], point_ids_n: np.ndarray) -> WindowObservations:
+    """The valid observations the keyframes at positions `window` make of the points `point_ids_n`."""
+    cam_index, track_ids, uv, rows = [], [], [], []
+    for k, position in enumerate(window):
+        kf = world.keyframes[position]
+        use_n = kf.valid_n & np.isin(kf.track_ids_n, point_ids_n)
+        cam_index.append(np.full(use_n.sum(), k))
+        track_ids.append(kf.track_ids_n[use_n])
+        uv.append(kf.uv_n2[use_n])
+        rows.append(np.nonzero(use_n)[0])
+    observed_ids_n, point_index_m = np.unique(np.concatenate(track_ids), return_inverse=True)
+    return WindowObservations(np.concatenate(cam_index), observed_ids_n, point_index_m, np.concatenate(uv), rows)
+
+
 def adjust_keyframes(
     world: SparseMap,
     K_33: np.ndarray,
@@ -48,31 +78,26 @@ def adjust_keyframes(
     observation of those points in them and in the fixed keyframes `fixed`, and, given
     `depth_sigma_relative`, from the sensor depths of the keyframes that have them;
     observations left with an error over `bundle.outlier_px` are marked invalid."""
-    point_ids_n = world.observed_point_ids_n(free)
+    observations = window_observations(world, fixed + free, world.observed_point_ids_n(free))
     window = [world.keyframes[k] for k in fixed + free]
-    cam_index, track_ids, uv, rows = [], [], [], []
-    for k, kf in enumerate(window):
-        use_n = kf.valid_n & np.isin(kf.track_ids_n, point_ids_n)
-        cam_index.append(np.full(use_n.sum(), k))
-        track_ids.append(kf.track_ids_n[use_n])
-        uv.append(kf.uv_n2[use_n])
-        rows.append(np.nonzero(use_n)[0])
-    observed_ids_n, point_index_m = np.unique(np.concatenate(track_ids), return_inverse=True)
+    rows, observed_ids_n = observations.rows, observations.point_ids_n
     cam_T_world_k44 = np.stack([kf.cam_T_world_44 for kf in window])
-    cam_index_m = np.concatenate(cam_index)
+    cam_index_m = observations.cam_index_m
     depth = None
     if depth_sigma_relative is not None and any(kf.depth_n is not None for kf in window):
         depth_m = np.concatenate(
             [np.full(len(rows[k]), np.nan) if kf.depth_n is None else kf.depth_n[rows[k]] for k, kf in enumerate(window)]
         )
-        depth = _depth_in_map_units(world, cam_T_world_k44, cam_index_m, observed_ids_n[point_index_m], depth_m, depth_sigma_relative)
+        depth = _depth_in_map_units(
+            world, cam_T_world_k44, cam_index_m, observed_ids_n[observations.point_index_m], depth_m, depth_sigma_relative
+        )
     result = bundle_adjust(
         K_33,
         cam_T_world_k44,
         world.points.xyz_n3[observed_ids_n],
         cam_index_m,
-        point_index_m,
-        np.concatenate(uv),
+        observations.point_index_m,
+        observations.uv_m2,
         np.arange(len(window)) < len(fixed),
         bundle,
         depth=depth,

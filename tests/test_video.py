@@ -11,8 +11,10 @@ import open3d as o3d
 import pytest
 
 from mvs.io import video as video_module
+from mvs.io.intrinsics import MissingIntrinsics, parse_intrinsics
 from mvs.io.layout import open_sequence
-from mvs.run import main
+from mvs.pipeline import open_with_intrinsics
+from mvs.run import build_config, main, parse_args
 from mvs.synth import RoomSpec, build_room
 from mvs.synth_render import RoomRenderer
 from slam.trajectory import evaluate_trajectory, read_tum_trajectory
@@ -130,12 +132,24 @@ def test_truncated_video_skips_and_counts_the_frames_it_cannot_decode(tmp_path):
     assert np.median(last.image_hw3[1::2]) == pytest.approx(10 * last.index, abs=3)  # odd rows keep the level
 
 
-def test_video_without_intrinsics_says_how_to_give_them(room_video, tmp_path, capsys):
-    path, _ = room_video
-    assert main(["--sequence", str(path), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
-    err = capsys.readouterr().err
-    assert f"{path}: a 160x120 video has no camera intrinsics; give --intrinsics fx,fy,cx,cy" in err
-    assert "--intrinsics calib.yaml" in err
+def test_video_without_intrinsics_gets_its_focal_length_from_its_frames(room_video, tmp_path):
+    path, room = room_video
+    with pytest.raises(MissingIntrinsics, match=re.escape(f"{path}: a 160x120 video has no camera intrinsics; give --intrinsics")):
+        open_sequence(str(path))
+    small = tmp_path / "small.yaml"
+    small.write_text(SMALL_IMAGE_CONFIG)
+    config = build_config(parse_args(["--sequence", str(path), "--poses", "track", "--config", str(small)]))
+    sequence, config = open_with_intrinsics(config)
+    # The rendered camera: fx = fy = 131.25 px, principal point at the centre; measured -0.3 %.
+    assert sequence.camera.fx == pytest.approx(room.camera.fx, rel=0.02)
+    assert sequence.camera.fy == sequence.camera.fx
+    assert (sequence.camera.cx, sequence.camera.cy) == (79.5, 59.5)
+    chosen = [s for s in config.settings if s.key == "sequence.intrinsics"]
+    assert len(chosen) == 1 and chosen[0].source == "input" and "estimated from the first 60 frames" in chosen[0].reason
+    assert config.sequence.intrinsics == chosen[0].value
+    # The recorded values reopen the video with the same camera (as mvs.eval does).
+    np.testing.assert_allclose(open_sequence(str(path), intrinsics=parse_intrinsics(config.sequence.intrinsics)).camera.K_33,
+                               sequence.camera.K_33, atol=1e-3)
     not_video = tmp_path / "notes.txt"
     not_video.write_text("hello")
     with pytest.raises(ValueError, match=re.escape(f"{not_video}: cannot open as a video")):

@@ -18,7 +18,7 @@ from mvs.io.image_files import (
     read_intrinsics_K_33,
     read_rows,
 )
-from mvs.io.intrinsics import HOW_TO_GIVE_INTRINSICS, Calibration
+from mvs.io.intrinsics import HOW_TO_GIVE_INTRINSICS, Calibration, MissingIntrinsics
 from mvs.types import Camera, Sequence
 
 
@@ -43,7 +43,9 @@ def open_folder(root: Path, intrinsics: Calibration | None) -> Sequence:
     elif (root / "K.txt").is_file():
         camera = Camera(read_intrinsics_K_33(root / "K.txt"), *colour_size_wh)
     else:
-        raise ValueError(f"{root}: no camera intrinsics; {HOW_TO_GIVE_INTRINSICS}, or put K.txt in the folder")
+        raise MissingIntrinsics(
+            f"{root}: no camera intrinsics; {HOW_TO_GIVE_INTRINSICS}, or put K.txt in the folder", colour_size_wh
+        )
     depth_dir = root / "depth"
     depth_names = set(os.listdir(depth_dir)) if depth_dir.is_dir() else set()
     depth_format = DepthFormat(camera, 1e-3) if depth_names else None

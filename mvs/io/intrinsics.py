@@ -34,6 +34,18 @@ HOW_TO_GIVE_INTRINSICS = (
     "(fx, fy, cx, cy and optional width, height; or OpenCV's camera_matrix and "
     "distortion_coefficients)"
 )
+ESTIMATE_INTRINSICS = "auto"
+"""`--intrinsics auto`: the focal length is estimated from the frames, as for an input that
+comes without intrinsics (slam/self_calibration.py)."""
+
+
+class MissingIntrinsics(ValueError):
+    """An input layout that holds no camera intrinsics, opened without them: the message says
+    how to give them; `size_wh` is the size (width, height) of its colour images."""
+
+    def __init__(self, message: str, size_wh: tuple[int, int]):
+        super().__init__(message)
+        self.size_wh = size_wh
 
 
 @dataclass(frozen=True)
@@ -82,9 +94,10 @@ class Calibration:
 
 
 def parse_intrinsics(spec: str) -> Calibration | None:
-    """The calibration `--intrinsics` names: "fx,fy,cx,cy" or a YAML file; None for ""."""
+    """The calibration `--intrinsics` names: "fx,fy,cx,cy" or a YAML file; None for "" (and
+    for "auto", which the pipeline resolves to estimated values before it opens the input)."""
     spec = spec.strip()
-    if not spec:
+    if not spec or spec == ESTIMATE_INTRINSICS:
         return None
     parts = spec.split(",")
     if len(parts) == 4:

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 
 from mvs.io.frames import assemble_sequence
-from mvs.io.intrinsics import HOW_TO_GIVE_INTRINSICS, Calibration
+from mvs.io.intrinsics import HOW_TO_GIVE_INTRINSICS, Calibration, MissingIntrinsics
 from mvs.types import Camera, Frame, Sequence, UnreadableFrame
 
 MAX_DECLARED_FRAMES = 10_000_000
@@ -52,7 +52,9 @@ def open_video(path: Path, intrinsics: Calibration | None) -> Sequence:
         if declared_count > MAX_DECLARED_FRAMES:
             declared_count = 0
         if intrinsics is None:
-            raise ValueError(f"{path}: a {width}x{height} video has no camera intrinsics; {HOW_TO_GIVE_INTRINSICS}")
+            raise MissingIntrinsics(
+                f"{path}: a {width}x{height} video has no camera intrinsics; {HOW_TO_GIVE_INTRINSICS}", (width, height)
+            )
         count = _decodable_count(capture, declared_count)
     finally:
         capture.release()
