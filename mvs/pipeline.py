@@ -136,7 +136,8 @@ def open_with_intrinsics(config: RunConfig) -> tuple[Sequence, RunConfig]:
     with the evidence in its `settings`, so that the run and its evaluation read the frames
     with the same camera."""
     config = copy.deepcopy(config)
-    if config.sequence.intrinsics.strip() != ESTIMATE_INTRINSICS:
+    asked = config.sequence.intrinsics.strip() == ESTIMATE_INTRINSICS
+    if not asked:
         try:
             return load_sequence(config), config
         except MissingIntrinsics:
@@ -152,7 +153,8 @@ def open_with_intrinsics(config: RunConfig) -> tuple[Sequence, RunConfig]:
     config.sequence.intrinsics = intrinsics_spec(centred_camera(estimate.focal_px, *size_wh))
     config.settings = [s for s in config.settings if s.key != "sequence.intrinsics"]
     config.settings.append(Setting("sequence.intrinsics", config.sequence.intrinsics, "input", estimate.describe()))
-    print(f"intrinsics: none given; focal length {estimate.describe()} ({estimate.seconds:.0f} s)")
+    print(f"intrinsics: {'--intrinsics auto' if asked else 'none given'}; focal length {estimate.describe()} "
+          f"({estimate.seconds:.0f} s)")
     return load_sequence(config), config
 
 

@@ -37,13 +37,15 @@ from slam.vo_config import VOConfig
 
 @dataclass
 class FocalSearchConfig:
-    """frames: the first frames tracked; low, high: the range of factors of the guessed
+    """frames, keyframes: the first frames tracked, until the map holds that many keyframes
+    (which bounds the time the search takes); low, high: the range of factors of the guessed
     focal length searched; coarse_steps: factors of the geometric grid over that range;
     fine_steps: factors of the finer grid spanning one coarse step on each side of the best;
     min_keyframes: the fewest keyframes of the main piece an estimate needs; bundle: the
     adjustment at each factor."""
 
     frames: int = 150
+    keyframes: int = 40
     low: float = 0.5
     high: float = 2.0
     coarse_steps: int = 13
@@ -115,6 +117,8 @@ def estimate_focal(
     for frame in tqdm(prefix, total=len(prefix), desc="focal length: tracking", unit="frame", disable=not progress):
         tracker.process(frame.index, frame.image_hw3, None)
         frames += 1
+        if len(tracker.map.keyframes) >= config.keyframes:
+            break
     tracker.adjust_globally()
     world = tracker.map
     _, main = pieces_of_frames(world, tracker.history)
