@@ -23,6 +23,7 @@ from mvs.geometry import invert_pose_44, make_pose_44, rotation_angle, transform
 from slam.alignment import Similarity, similarity_from_poses
 from slam.backend import adjust_keyframes
 from slam.features import Describer
+from slam.guided_seed import triangulated_seed
 from slam.image_features import ImageFeatures
 from slam.loop_closure import close_loop, correction_size, detect_loop
 from slam.map import SparseMap
@@ -196,27 +197,49 @@ class MapJoiner:
         return True
 
     def pose_lost(self, gray_of: Callable[[int], np.ndarray]) -> list[int]:
-        """After the last frame: relocalise each frame that was never posed (lost, or waiting
-        for a piece that never started) against the main map's places; one that poses is
-        posed relative to the keyframe that posed it (and moves with it in the global
-        adjustment), and consecutive ones form a run. `gray_of` gives a frame's tracking image
-        (H, W) uint8 by dataset index. Returns the dataset indices posed."""
+        """After the last frame: relocalise each frame not posed in the main map (lost, waiting
+        for a piece that never started, or in a piece that never joined) against the main
+        map's places, and where that finds too few of its points, from features triangulated
+        between its keyframes (`triangulated_seed`). One that poses is posed relative to the
+        keyframe that posed it (and moves with it in the global adjustment), and consecutive
+        ones form a run. `gray_of` gives a frame's tracking image (H, W) uint8 by dataset
+        index. Returns the dataset indices posed."""
         _, main = pieces_of_frames(self.world, self.history)
         posed = []
         order = self.history.frame_order
         for position, index in enumerate(order):
-            if index in self.history.anchors:
+            anchor = self.history.anchors.get(index)
+            if anchor is not None and self.world.keyframes[anchor[0]].piece == main:
                 continue
             gray_hw = gray_of(index)
-            found = self.relocalise_in(gray_hw, self.places.matcher.detect(gray_hw), main)
-            if found is None:
+            features = self.places.matcher.detect(gray_hw)
+            found = self.relocalise_in(gray_hw, features, main)
+            pose = (found.position, found.cam_T_world_44) if found is not None else self._triangulated_pose(gray_hw, features, main)
+            if pose is None:
                 continue
-            kf = self.world.keyframes[found.position]
-            self.history.anchors[index] = (found.position, kf.cam_T_world_44 @ invert_pose_44(found.cam_T_world_44))
+            kf_position, cam_T_world_44 = pose
+            kf = self.world.keyframes[kf_position]
+            self.history.anchors[index] = (kf_position, kf.cam_T_world_44 @ invert_pose_44(cam_T_world_44))
             if not posed or position == 0 or posed[-1] != order[position - 1]:
                 self.history.runs.append(Run(index, "relocalised", main))
             posed.append(index)
         return posed
+
+    def _triangulated_pose(
+        self, gray_hw: np.ndarray, features: ImageFeatures, piece: int
+    ) -> tuple[int, np.ndarray] | None:
+        """The position of a keyframe of `piece` that place recognition proposes for the image
+        (H, W) with ORB `features`, and the image's pose (cam_T_world, 4x4) from features
+        triangulated between that keyframe and its neighbours, agreed on by at least
+        `merge_min_inliers`; None when no candidate gives one."""
+        for candidate in self.places.query(gray_hw, features, among=self.world.piece_positions(piece)):
+            seed = triangulated_seed(
+                self.world, candidate, features, self.places.matcher, self.K_33, self.config.relocalise.guided,
+                self.config.relocalise.merge_min_inliers,
+            )
+            if seed is not None:
+                return candidate, seed.cam_T_world_44
+        return None
 
     def relocalise_in(self, gray_hw: np.ndarray, features: ImageFeatures, piece: int) -> Relocalisation | None:
         """The pose in `piece` of a tracking image (H, W) with its ORB `features`, relocalised
