@@ -110,7 +110,8 @@ def estimate_focal(
 ) -> FocalEstimate:
     """The focal length of `sequence`'s camera from its first frames (see the module
     docstring), tracked with `sequence.camera` as the guess. Raises CalibrationFailed when the
-    tracking gives no map of `min_keyframes` keyframes."""
+    tracking gives no map of `min_keyframes` keyframes, or when the error is lowest at an end
+    of the range searched (the focal length would be a guess)."""
     config = config or FocalSearchConfig()
     start = time.perf_counter()
     prefix = replace(sequence, indices=sequence.indices[: config.frames])
@@ -157,6 +158,15 @@ def estimate_focal(
         tried[float(factor)] = error(float(factor))
         bar.update(1)
     best = min(tried, key=tried.get)
+    guess_px = float(sequence.camera.K_33[0, 0])
+    if best in (coarse_s[0], coarse_s[-1]):
+        bar.close()
+        raise CalibrationFailed(
+            f"{sequence.root}: the reprojection error of the first {frames} frames' map still falls at the end of "
+            f"the focal lengths searched ({best * guess_px:.0f} px, {config.low:g}-{config.high:g} times "
+            f"{guess_px:.0f} px): the camera's is outside that range, or the motion does not constrain it; "
+            f"{HOW_TO_GIVE_INTRINSICS}"
+        )
     for factor in np.geomspace(best / step, best * step, config.fine_steps):
         if float(factor) not in tried:
             tried[float(factor)] = error(float(factor))
@@ -165,7 +175,6 @@ def estimate_focal(
     factors_s = np.array(sorted(tried))
     errors_s = np.array([tried[f] for f in factors_s])
     factor = parabola_minimum(np.log(factors_s), errors_s)
-    guess_px = float(sequence.camera.K_33[0, 0])
     return FocalEstimate(
         focal_px=guess_px * float(np.exp(factor)),
         guess_px=guess_px,

@@ -3,6 +3,7 @@
 import json
 import pickle
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,7 @@ from mvs.pipeline import open_with_intrinsics
 from mvs.run import build_config, main, parse_args
 from mvs.synth import RoomSpec, build_room
 from mvs.synth_render import RoomRenderer
+from slam.self_calibration import CalibrationFailed, FocalSearchConfig, estimate_focal, guessed_camera
 from slam.trajectory import evaluate_trajectory, read_tum_trajectory
 
 NUM_FRAMES = 60
@@ -150,6 +152,12 @@ def test_video_without_intrinsics_gets_its_focal_length_from_its_frames(room_vid
     # The recorded values reopen the video with the same camera (as mvs.eval does).
     np.testing.assert_allclose(open_sequence(str(path), intrinsics=parse_intrinsics(config.sequence.intrinsics)).camera.K_33,
                                sequence.camera.K_33, atol=1e-3)
+    # A range that leaves the true focal length out (0.5-0.8 times the guess of 125.6 px) ends at
+    # its edge: no estimate, and the message says how to give the intrinsics.
+    guessed = replace(open_sequence(str(path), intrinsics=parse_intrinsics(config.sequence.intrinsics)),
+                      camera=guessed_camera(160, 120))
+    with pytest.raises(CalibrationFailed, match="still falls at the end of the focal lengths searched.*give --intrinsics"):
+        estimate_focal(guessed, FocalSearchConfig(low=0.5, high=0.8), config.tracking.vo, progress=False)
     not_video = tmp_path / "notes.txt"
     not_video.write_text("hello")
     with pytest.raises(ValueError, match=re.escape(f"{not_video}: cannot open as a video")):
