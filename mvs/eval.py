@@ -25,7 +25,7 @@ from tqdm import tqdm
 from fusion.export import CONFIDENCE_DIR, DEPTH_DIR, read_confidence_hw, read_depth_hw, write_json_atomic, write_ply
 from fusion.metrics import MeshMetrics, mesh_metrics
 from fusion.reference import REFERENCE_FILE, reference_mesh
-from mvs.depth_metrics import DepthMetrics, DepthMetricsAccumulator
+from mvs.depth_metrics import DepthBias, DepthBiasAccumulator, DepthMetrics, DepthMetricsAccumulator
 from mvs.config import RunConfig, load_yaml, update_dataclass
 from mvs.pipeline import load_sequence
 from mvs.report import write_report_html
@@ -38,12 +38,14 @@ from slam.trajectory import TrajectoryMetrics, evaluate_trajectory, plot_traject
 class EvalReport:
     """Every metric the run could be scored on; None where the ground truth is missing.
     depth: over every pixel of the saved depth maps; depth_confirmed: over those their
-    confidence maps confirm (None for depth with no confidence, e.g. the sensor's)."""
+    confidence maps confirm (None for depth with no confidence, e.g. the sensor's);
+    depth_bias: the median ratio to the ground truth by its depth, over every pixel."""
 
     sequence: str
     mesh: MeshMetrics | None = None
     depth: DepthMetrics | None = None
     depth_confirmed: DepthMetrics | None = None
+    depth_bias: DepthBias | None = None
     trajectory_se3: TrajectoryMetrics | None = None
     trajectory_sim3: TrajectoryMetrics | None = None
 
@@ -96,17 +98,19 @@ def read_trajectory(path: Path, sequence: Sequence) -> dict[int, np.ndarray]:
 
 def evaluate_depth(
     sequence: Sequence, out_dir: Path, scale: float, min_confidence: float
-) -> tuple[DepthMetrics | None, DepthMetrics | None]:
+) -> tuple[DepthMetrics | None, DepthMetrics | None, DepthBias | None]:
     """Metrics of every `out_dir/depth/<index>.png`, multiplied by `scale` (the Sim(3)
     alignment scale of a run in tracking units, else 1), against the sensor depth within
     (0, 10] m, accumulated over all pixels of all maps; and the same over the pixels whose
     confidence (`out_dir/confidence/<index>.png`) is above `min_confidence`, the ones a run
-    fuses before its consistency check (None when a map has no confidence). (None, None)
+    fuses before its consistency check (None when a map has no confidence); and the median
+    ratio to the sensor depth by its depth over all pixels (`DepthBias`). (None, None, None)
     without maps or sensor depth."""
     paths = sorted((out_dir / DEPTH_DIR).glob("*.png"), key=lambda p: p.stem)
     if not (sequence.has_depth and paths):
-        return None, None
+        return None, None, None
     every, confirmed = DepthMetricsAccumulator(max_depth=10.0), DepthMetricsAccumulator(max_depth=10.0)
+    bias = DepthBiasAccumulator()
     all_confident = True
     positions = {index: position for position, index in enumerate(sequence.indices)}
     for path in tqdm(paths, desc="depth metrics", unit="map"):
@@ -115,11 +119,12 @@ def evaluate_depth(
         predicted_hw = read_depth_hw(path) * np.float32(scale)
         gt_hw = sequence[positions[int(path.stem)]].depth_hw
         every.add(predicted_hw, gt_hw)
+        bias.add(predicted_hw, gt_hw)
         confidence_path = out_dir / CONFIDENCE_DIR / path.name
         all_confident = all_confident and confidence_path.is_file()
         if all_confident:
             confirmed.add(np.where(read_confidence_hw(confidence_path) > min_confidence, predicted_hw, 0.0), gt_hw)
-    return every.result(), confirmed.result() if all_confident else None
+    return every.result(), confirmed.result() if all_confident else None, bias.result()
 
 
 @dataclass
@@ -160,12 +165,13 @@ def evaluate(config: RunConfig, out_dir: Path) -> EvalReport:
     trajectory = evaluate_trajectory_file(sequence, out_dir, metric)
     world_alignment = None if config.tracking.poses == "gt" or trajectory is None else trajectory.world_alignment
     depth_scale = 1.0 if metric or trajectory is None else trajectory.world_alignment.scale
-    depth, depth_confirmed = evaluate_depth(sequence, out_dir, depth_scale, config.depth.fuse_min_confidence)
+    depth, depth_confirmed, depth_bias = evaluate_depth(sequence, out_dir, depth_scale, config.depth.fuse_min_confidence)
     report = EvalReport(
         sequence=str(sequence.root),
         mesh=evaluate_mesh(sequence, config, out_dir, world_alignment),
         depth=depth,
         depth_confirmed=depth_confirmed,
+        depth_bias=depth_bias,
         trajectory_se3=None if trajectory is None else trajectory.se3,
         trajectory_sim3=None if trajectory is None else trajectory.sim3,
     )
@@ -205,6 +211,8 @@ def metric_rows(report: EvalReport) -> list[tuple[str, str]]:
             ("depth delta < 1.25, confirmed pixels", f"{d.delta1:.3f}"),
             ("depth completeness, confirmed pixels", f"{d.completeness:.3f}"),
         ]
+    if report.depth_bias is not None:
+        rows.append(("depth median ratio by true depth", report.depth_bias.summary()))
     for t in (report.trajectory_se3, report.trajectory_sim3):
         if t is not None:
             rows += [

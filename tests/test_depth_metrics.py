@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mvs.depth_metrics import DepthMetricsAccumulator, depth_metrics
+from mvs.depth_metrics import DepthBiasAccumulator, DepthMetricsAccumulator, depth_metrics
 
 
 def ground_truth_hw() -> np.ndarray:
@@ -74,3 +74,26 @@ def test_no_match_and_bad_input() -> None:
         depth_metrics(np.ones((3, 3)), np.ones((3, 4)))
     with pytest.raises(ValueError, match="max_depth"):
         DepthMetricsAccumulator(max_depth=0.0)
+
+
+def test_depth_bias_gives_a_scale_as_one_ratio_and_an_offset_as_ratios_falling_with_depth() -> None:
+    """Ground truth in three bands (0.75, 2 and 3 m) and two outside the ranges (0.3, 12 m):
+    a depth 2 % too far is 1.02 in every range with pixels; 3 cm too far is 1.04, 1.015 and
+    1.01; both to the histogram's 0.1 %."""
+    gt_hw = np.repeat(np.array([0.3, 0.75, 2.0, 3.0, 12.0]), 4)[None].repeat(3, axis=0)
+    scaled = DepthBiasAccumulator()
+    scaled.add(1.02 * gt_hw, gt_hw)
+    bias = scaled.result()
+    assert bias.ranges_m == [(0.5, 1.0), (1.0, 1.5), (1.5, 2.5), (2.5, 4.0), (4.0, 10.0)]
+    assert bias.pixels == [12, 0, 12, 12, 0]
+    assert bias.median_ratio[1] is None and bias.median_ratio[4] is None
+    for k in (0, 2, 3):
+        assert bias.median_ratio[k] == pytest.approx(1.02, rel=1e-3)
+    offset = DepthBiasAccumulator()
+    offset.add(gt_hw + 0.03, gt_hw)
+    offset.add(np.zeros_like(gt_hw), gt_hw)  # a frame with no prediction adds nothing
+    ratios = offset.result().median_ratio
+    assert [ratios[0], ratios[2], ratios[3]] == pytest.approx([1.04, 1.015, 1.01], rel=1e-3)
+    assert "0.5-1 m 1.040" in offset.result().summary()
+    with pytest.raises(ValueError, match="increasing positive range edges"):
+        DepthBiasAccumulator((1.0, 0.5))

@@ -44,15 +44,15 @@ def test_depth_is_scored_on_every_pixel_and_on_the_confirmed_ones(tmp_path: Path
     cv2.imwrite(str(tmp_path / "depth" / "7.png"), np.round(depth_hw * 1000).astype(np.uint16))
     sequence = flat_sequence(tmp_path, gt_hw)
 
-    every, confirmed = evaluate_depth(sequence, tmp_path, 1.0, 0.0)
+    every, confirmed, _ = evaluate_depth(sequence, tmp_path, 1.0, 0.0)
     assert every.abs_rel == pytest.approx(0.3) and every.completeness == pytest.approx(1.0)
     assert confirmed is None  # no confidence maps: nothing to tell confirmed pixels by
 
     (tmp_path / "confidence").mkdir()
     write_confidence_png(tmp_path / "confidence" / "7.png", confidence_hw)
-    every, confirmed = evaluate_depth(sequence, tmp_path, 1.0, 0.0)
+    every, confirmed, _ = evaluate_depth(sequence, tmp_path, 1.0, 0.0)
     assert every.abs_rel == pytest.approx(0.3)
     assert confirmed.abs_rel == pytest.approx(0.1) and confirmed.completeness == pytest.approx(0.5)
     assert confirmed.delta1 == pytest.approx(1.0)
-    _, stricter = evaluate_depth(sequence, tmp_path, 1.0, 0.9)
+    _, stricter, _ = evaluate_depth(sequence, tmp_path, 1.0, 0.9)
     assert stricter.completeness == 0.0
