@@ -8,8 +8,10 @@ tracker, and both are scored by ATE after Sim(3) alignment with slam/trajectory.
 
 The hard cases (`HARD_CASES`) run with default settings (no `--config`): the kitchen
 decimated, cut and revisited, the tabletop sample (another camera), and synthetic rooms with
-fast motion, motion blur and a blank-wall stretch. Their rows show the pieces (maps) the
-tracker reports in report.json (`tracking.pieces`) and how each joined the main map.
+fast motion, motion blur and a blank-wall stretch; and the kitchen and the tabletop tracked
+with the focal length their frames give (`--intrinsics auto`) instead of their own. Their rows
+show the pieces (maps) the tracker reports in report.json (`tracking.pieces`) and how each
+joined the main map.
 
 Rows come in groups (`GROUPS`; the hard cases also by their own key), and `context.only`
 runs some of them alone; rows of the hard-case and decimated-COLMAP tables that did not run
@@ -49,7 +51,7 @@ SYNTHETIC_HARD_ROOMS = {
     "blankwall": ("synthetic/room0_blankwall", "synthetic room0, blank-wall stretch (19 frames see only the panel)"),
 }
 """Hard-case key: the synthetic room (generated on first use, `mvs.synth` names) and its row label."""
-GROUPS = ("poses", "colmap", "kitchen", "tabletop", "synthetic", "rgbd", "colmap-decimated")
+GROUPS = ("poses", "colmap", "kitchen", "tabletop", "synthetic", "rgbd", "intrinsics", "colmap-decimated")
 """Groups of rows `--only` selects; a hard case's own key (`HARD_CASES`) selects that row alone."""
 
 
@@ -96,6 +98,10 @@ HARD_CASES = [
       for key, (name, label) in SYNTHETIC_HARD_ROOMS.items()),
     kitchen_case("rgbd-20", "rgbd", DECIMATED_FRAMES[1], "", "rk20_rgbd", RGBD),
     kitchen_case("rgbd-cut", "rgbd", CUT_FRAMES, " (cut)", "rk_cut_rgbd", RGBD),
+    kitchen_case("kitchen-2-auto", "intrinsics", FRAMES, ", focal length from the frames", "rk2_auto",
+                 [*MONOCULAR, "--intrinsics", "auto"]),
+    HardCase("tabletop-auto", "intrinsics", "tabletop sample, focal length from the frames", "tabletop_auto", "tabletop",
+             None, [*MONOCULAR, "--intrinsics", "auto"]),
 ]
 """The hard-case rows in table order (the revisit beside the same frames played once)."""
 ONLY_NAMES = (*GROUPS, *(case.key for case in HARD_CASES))
