@@ -137,15 +137,12 @@ def open_with_intrinsics(config: RunConfig) -> tuple[Sequence, RunConfig]:
     with the same camera."""
     config = copy.deepcopy(config)
     asked = config.sequence.intrinsics.strip() == ESTIMATE_INTRINSICS
-    if not asked:
-        try:
-            return load_sequence(config), config
-        except MissingIntrinsics:
-            pass
-    config.sequence.intrinsics = ""
+    config.sequence.intrinsics = "" if asked else config.sequence.intrinsics
     try:
-        layout_camera = load_sequence(config).camera
-        size_wh = (layout_camera.width, layout_camera.height)
+        sequence = load_sequence(config)
+        if not asked:
+            return sequence, config
+        size_wh = (sequence.camera.width, sequence.camera.height)
     except MissingIntrinsics as missing:
         size_wh = missing.size_wh
     config.sequence.intrinsics = intrinsics_spec(guessed_camera(*size_wh))

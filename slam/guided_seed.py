@@ -16,8 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from mvs.geometry import invert_pose_44
-
 from slam.image_features import ImageFeatures, ImageMatcher
 from slam.map import SparseMap
 from slam.pnp import PnPResult, RefinedPose, solve_pnp
@@ -104,9 +102,7 @@ def triangulated_seed(
         good_j[good_j] = (
             (reprojection_errors_n(K_33, kf.cam_T_world_44, xyz_j3[good_j], uv_a_j2[good_j]) < config.threshold_px)
             & (reprojection_errors_n(K_33, other.cam_T_world_44, xyz_j3[good_j], uv_b_j2[good_j]) < config.threshold_px)
-            & (triangulation_angles_deg_n(
-                xyz_j3[good_j], invert_pose_44(kf.cam_T_world_44)[:3, 3], invert_pose_44(other.cam_T_world_44)[:3, 3]
-            ) >= config.min_angle_deg)
+            & (triangulation_angles_deg_n(xyz_j3[good_j], kf.centre_3, other.centre_3) >= config.min_angle_deg)
         )
         new_j = good_j & np.isnan(xyz_m3[a_j, 0])
         xyz_m3[a_j[new_j]] = xyz_j3[new_j]

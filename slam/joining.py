@@ -150,7 +150,8 @@ class MapJoiner:
                 for position in positions:
                     kf = self.world.keyframes[position]
                     if kf.gray_hw is not None:
-                        relocalisation = self.relocalise_in(kf.gray_hw, kf.features, main)
+                        candidates = self.places_in(kf.gray_hw, kf.features, main)
+                        relocalisation = self.relocalise_in(kf.gray_hw, kf.features, candidates)
                         if relocalisation is not None:
                             found[position] = relocalisation
                 if not found:
@@ -213,8 +214,9 @@ class MapJoiner:
                 continue
             gray_hw = gray_of(index)
             features = self.places.matcher.detect(gray_hw)
-            found = self.relocalise_in(gray_hw, features, main)
-            pose = (found.position, found.cam_T_world_44) if found is not None else self._triangulated_pose(gray_hw, features, main)
+            candidates = self.places_in(gray_hw, features, main)
+            found = self.relocalise_in(gray_hw, features, candidates)
+            pose = (found.position, found.cam_T_world_44) if found is not None else self._triangulated_pose(features, candidates)
             if pose is None:
                 continue
             kf_position, cam_T_world_44 = pose
@@ -225,14 +227,11 @@ class MapJoiner:
             posed.append(index)
         return posed
 
-    def _triangulated_pose(
-        self, gray_hw: np.ndarray, features: ImageFeatures, piece: int
-    ) -> tuple[int, np.ndarray] | None:
-        """The position of a keyframe of `piece` that place recognition proposes for the image
-        (H, W) with ORB `features`, and the image's pose (cam_T_world, 4x4) from features
-        triangulated between that keyframe and its neighbours, agreed on by at least
-        `merge_min_inliers`; None when no candidate gives one."""
-        for candidate in self.places.query(gray_hw, features, among=self.world.piece_positions(piece)):
+    def _triangulated_pose(self, features: ImageFeatures, candidates: list[int]) -> tuple[int, np.ndarray] | None:
+        """The position of the first of the `candidates` keyframes that poses the image with
+        ORB `features` from features triangulated between it and its neighbours, agreed on by
+        at least `merge_min_inliers`, and that pose (cam_T_world, 4x4); None when none does."""
+        for candidate in candidates:
             seed = triangulated_seed(
                 self.world, candidate, features, self.places.matcher, self.K_33, self.config.relocalise.guided,
                 self.config.relocalise.merge_min_inliers,
@@ -241,11 +240,15 @@ class MapJoiner:
                 return candidate, seed.cam_T_world_44
         return None
 
-    def relocalise_in(self, gray_hw: np.ndarray, features: ImageFeatures, piece: int) -> Relocalisation | None:
-        """The pose in `piece` of a tracking image (H, W) with its ORB `features`, relocalised
-        against the places of that piece it recalls; None when none poses it."""
+    def places_in(self, gray_hw: np.ndarray, features: ImageFeatures, piece: int) -> list[int]:
+        """The keyframes of `piece` that place recognition proposes for a tracking image (H, W)
+        with its ORB `features`."""
+        return self.places.query(gray_hw, features, among=self.world.piece_positions(piece))
+
+    def relocalise_in(self, gray_hw: np.ndarray, features: ImageFeatures, candidates: list[int]) -> Relocalisation | None:
+        """The pose of a tracking image (H, W) with its ORB `features`, relocalised against the
+        `candidates` keyframes (`places_in`); None when none poses it."""
         corners_n2, query = self.describer.describe_corners(gray_hw, self.config.relocalise_corners, self.config.klt)
-        candidates = self.places.query(gray_hw, features, among=self.world.piece_positions(piece))
         return relocalise(
             self.world, self.describer, query, corners_n2, gray_hw, features, self.places.matcher, candidates,
             self.K_33, self.config.relocalise, self.config.klt,
