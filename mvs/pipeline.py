@@ -40,13 +40,13 @@ from mvs.geometry import invert_pose_44
 from mvs.io.export import write_interop
 from mvs.io.intrinsics import ESTIMATE_INTRINSICS, MissingIntrinsics, parse_intrinsics
 from mvs.io.layout import open_sequence
-from mvs.io.settings import with_input_settings, with_scene_settings
+from mvs.io.settings import focal_from_frames, with_input_settings, with_scene_settings
 from mvs.poses import estimate_poses, lost_reason, refined_to_colour
 from mvs.report import write_report_html
 from mvs.types import Camera, Frame, Sequence
 from slam.keyframes import KeyframeSelection, select_keyframes
 from slam.result import METRES, TrackedPiece, TrackingFailed, TrackingResult
-from slam.self_calibration import centred_camera, estimate_focal, guessed_camera
+from slam.self_calibration import CalibrationFailed, centred_camera, estimate_focal, guessed_camera
 from slam.trajectory import format_tum_trajectory
 
 SEQUENCES_DIR = Path("sequences")
@@ -69,7 +69,9 @@ class RunReport:
     camera of every pose and depth map (the viewer draws frustums with it); `settings` what
     was chosen other than by default and why (as in config.yaml); `tracking_pieces`
     the runs of tracked frames and how each joined the main map (monocular tracking);
-    `adaptation` what `--adapt` did (`mvs.adapt.AdaptResult`)."""
+    `adaptation` what `--adapt` did (`mvs.adapt.AdaptResult`); `seconds` the wall time of
+    each stage, "input" opening the sequence (and estimating its focal length where that is
+    needed)."""
 
     sequence: str
     layout: str
@@ -131,27 +133,39 @@ def load_sequence(config: RunConfig) -> Sequence:
 
 def open_with_intrinsics(config: RunConfig) -> tuple[Sequence, RunConfig]:
     """The configured sequence and `config`. Where the input holds no camera intrinsics and
-    none are given, or `--intrinsics auto` asks, the focal length is first estimated from its
+    none are given, where `--intrinsics auto` asks, or where the input chooses it
+    (`mvs.io.settings.focal_from_frames`), the focal length is first estimated from its
     frames (slam/self_calibration.py): the returned config gives it as `sequence.intrinsics`,
     with the evidence in its `settings`, so that the run and its evaluation read the frames
-    with the same camera."""
+    with the same camera. Where the input chose the estimate and it fails, its own intrinsics
+    stay."""
     config = copy.deepcopy(config)
     asked = config.sequence.intrinsics.strip() == ESTIMATE_INTRINSICS
     config.sequence.intrinsics = "" if asked else config.sequence.intrinsics
+    own: Sequence | None = None
     try:
         sequence = load_sequence(config)
-        if not asked:
+        chosen = None if asked else focal_from_frames(resolve_sources(config, sequence), sequence)
+        if not asked and chosen is None:
             return sequence, config
+        why, own = ("--intrinsics auto", None) if asked else (chosen, sequence)
         size_wh = (sequence.camera.width, sequence.camera.height)
     except MissingIntrinsics as missing:
-        size_wh = missing.size_wh
-    config.sequence.intrinsics = intrinsics_spec(guessed_camera(*size_wh))
-    estimate = estimate_focal(load_sequence(config), vo=config.tracking.vo)
+        why, size_wh = "none given", missing.size_wh
+    guessed = copy.deepcopy(config)
+    guessed.sequence.intrinsics = intrinsics_spec(guessed_camera(*size_wh))
+    try:
+        estimate = estimate_focal(load_sequence(guessed), vo=config.tracking.vo)
+    except CalibrationFailed as failed:
+        if own is None:
+            raise
+        print(f"intrinsics: the input's own kept; {failed}")
+        return own, config
     config.sequence.intrinsics = intrinsics_spec(centred_camera(estimate.focal_px, *size_wh))
     config.settings = [s for s in config.settings if s.key != "sequence.intrinsics"]
-    config.settings.append(Setting("sequence.intrinsics", config.sequence.intrinsics, "input", estimate.describe()))
-    print(f"intrinsics: {'--intrinsics auto' if asked else 'none given'}; focal length {estimate.describe()} "
-          f"({estimate.seconds:.0f} s)")
+    reason = estimate.describe() if own is None else f"{why}; {estimate.describe()}"
+    config.settings.append(Setting("sequence.intrinsics", config.sequence.intrinsics, "input", reason))
+    print(f"intrinsics: {why}; focal length {estimate.describe()} ({estimate.seconds:.0f} s)")
     return load_sequence(config), config
 
 
@@ -353,7 +367,9 @@ def run(config: RunConfig, verbose: bool = False) -> RunReport:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REFERENCE_FILE).unlink(missing_ok=True)  # an earlier run's, fused with that run's settings
     requested = config
+    opening = time.perf_counter()
     sequence, config = open_with_intrinsics(config)
+    opened_seconds = time.perf_counter() - opening
     config = with_input_settings(resolve_sources(config, sequence), sequence)
     if config.depth.adapt.enabled and config.depth.source != "learned":
         raise ValueError(
@@ -374,6 +390,7 @@ def run(config: RunConfig, verbose: bool = False) -> RunReport:
         camera=sequence.camera,
         settings=list(config.settings),
         skipped=dict(sequence.skipped),
+        seconds={"input": opened_seconds},
     )
     volume: TSDFVolume | None = None
     poses: TrackingResult | None = None

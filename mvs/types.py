@@ -88,12 +88,16 @@ class Capture:
     depth_synchronised: whether a frame's colour and depth were taken at one instant.
     poses_of_colour: whether the dataset's poses are those of the colour frames; False when
         they track another sensor (7-Scenes': the depth camera, at its own instants).
+    colour_calibrated: whether the colour camera's intrinsics are this recording's
+        calibration; False when the layout holds none and its dataset's nominal values stand
+        in (7-Scenes' 525 px for every Kinect).
     """
 
     depth_metres_per_unit: float | None = None
     depth_registered: bool | None = None
     depth_synchronised: bool | None = None
     poses_of_colour: bool | None = None
+    colour_calibrated: bool | None = None
 
 
 MAX_UNREADABLE_SHARE = 0.1

@@ -135,10 +135,14 @@ class MapJoiner:
         map against the main map's places (`slam/relocalise.py`). Once two or more keyframes of
         a piece have been posed so, and one similarity carries them all from their poses in
         the piece to those in the main map, the rest of the piece merges with it, its other
-        frames with it; until then each posed keyframe moves alone. Rounds repeat while a
-        keyframe joins, as what joined can pose the rest. Returns the dataset indices of the
-        keyframes that moved into the main map; keyframes whose image was not kept are not
-        relocalised."""
+        frames with it; until then each posed keyframe moves alone. A keyframe relocalisation
+        cannot pose may still be posed from features triangulated between main-map keyframes
+        (`triangulated_seed`): such a pose, which brings no map point, counts only towards a
+        merge of its piece, and only where another keyframe still in it is posed too (two
+        poses fit a similarity whatever their errors: a keyframe that moved alone and one
+        seed would fix the piece's scale by their distance alone). Rounds repeat while a keyframe joins, as what joined can pose the
+        rest. Returns the dataset indices of the keyframes that moved into the main map;
+        keyframes whose image was not kept are not relocalised."""
         moved = []
         posed: dict[int, list[_PosedKeyframe]] = {}  # per piece, its keyframes posed in the main map
         while True:
@@ -146,7 +150,7 @@ class MapJoiner:
             joined = False
             for piece in sorted({kf.piece for kf in self.world.keyframes} - {main}):
                 positions = self.world.piece_positions(piece)
-                found = {}
+                found, seeded = {}, []
                 for position in positions:
                     kf = self.world.keyframes[position]
                     if kf.gray_hw is not None:
@@ -154,18 +158,20 @@ class MapJoiner:
                         relocalisation = self.relocalise_in(kf.gray_hw, kf.features, candidates)
                         if relocalisation is not None:
                             found[position] = relocalisation
-                if not found:
-                    continue
-                joined = True
+                        elif (seed := self._triangulated_pose(kf.features, candidates)) is not None:
+                            seeded.append(self._seeded_keyframe(position, *seed))
                 posed.setdefault(piece, []).extend(self._posed_keyframe(k, r) for k, r in found.items())
-                if len(posed[piece]) >= 2 and self._merge_by_poses(piece, main, posed[piece]):
+                trial = posed[piece] + (seeded if len(found) + len(seeded) >= 2 else [])
+                if len(trial) >= 2 and self._merge_by_poses(piece, main, trial):
                     for position, relocalisation in found.items():
                         self.world.keyframes[position].add_observations(relocalisation.point_ids_n, relocalisation.uv_n2)
                     moved += [self.world.keyframes[k].frame_index for k in positions]
-                else:
+                    joined = True
+                elif found:
                     for position, relocalisation in found.items():
                         self._move_keyframe(position, relocalisation)
                         moved.append(self.world.keyframes[position].frame_index)
+                    joined = True
             if not joined:
                 return sorted(moved)
 
@@ -176,6 +182,19 @@ class MapJoiner:
             invert_pose_44(self.world.keyframes[position].cam_T_world_44),
             invert_pose_44(found.cam_T_world_44),
             float(np.median(points_n3[:, 2])),
+        )
+
+    def _seeded_keyframe(self, position: int, candidate: int, cam_T_world_44: np.ndarray) -> _PosedKeyframe:
+        """The keyframe at `position`'s pose in its piece and the pose `cam_T_world_44` a
+        triangulated seed from the main-map keyframe at `candidate` gives it, at the median
+        depth there of that keyframe's map points."""
+        other = self.world.keyframes[candidate]
+        ids_n = other.track_ids_n[other.valid_n & self.world.points.ok_n[other.track_ids_n]]
+        depth_n = transform_n3(cam_T_world_44, self.world.points.xyz_n3[ids_n])[:, 2]
+        return _PosedKeyframe(
+            invert_pose_44(self.world.keyframes[position].cam_T_world_44),
+            invert_pose_44(cam_T_world_44),
+            float(np.median(depth_n[depth_n > 0])) if (depth_n > 0).any() else 0.0,
         )
 
     def _merge_by_poses(self, piece: int, main: int, posed: list[_PosedKeyframe]) -> bool:

@@ -53,7 +53,7 @@ class FocalSearchConfig:
     coarse_steps: int = 13
     fine_steps: int = 5
     min_keyframes: int = 8
-    bundle: BundleConfig = field(default_factory=lambda: BundleConfig(iterations=30, rounds=2))
+    bundle: BundleConfig = field(default_factory=lambda: BundleConfig(iterations=15, rounds=2))
 
 
 @dataclass

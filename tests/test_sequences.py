@@ -354,6 +354,10 @@ def test_7scenes_naming_with_a_shared_camera_file_holds_registered_depth(tmp_pat
     kinect = open_sequence(str(write_7scenes(tmp_path / "kitchen")))
     assert not kinect.capture.depth_registered and kinect.capture.depth_synchronised is False
     assert kinect.capture.poses_of_colour is False and kinect.capture.depth_metres_per_unit == 1e-3
+    # Its colour camera is the nominal one, unless intrinsics are given; the shared file calibrates.
+    assert kinect.capture.colour_calibrated is False and sequence.capture.colour_calibrated is True
+    given = open_sequence(str(tmp_path / "kitchen"), intrinsics=(50.0, 50.0, 32.0, 24.0))
+    assert given.capture.colour_calibrated is True
 
 
 def test_7scenes_damaged_images_are_found_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -405,10 +409,13 @@ def test_tum(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
 
 def test_tum_k_file_and_default(tmp_path: Path) -> None:
     root = write_tum(tmp_path / "my_recording")
-    np.testing.assert_allclose(open_sequence("my_recording", tmp_path).camera.fx, 52.5, atol=1e-9)
+    nominal = open_sequence("my_recording", tmp_path)
+    np.testing.assert_allclose(nominal.camera.fx, 52.5, atol=1e-9)
+    assert nominal.capture.colour_calibrated is False  # the nominal 525 px at 640 wide
     (root / "K.txt").write_text("40 41 30 20\n")
     sequence = open_sequence("my_recording", tmp_path)
     np.testing.assert_allclose(sequence.camera.K_33, [[40, 0, 30], [0, 41, 20], [0, 0, 1]])
+    assert sequence.capture.colour_calibrated is True
 
 
 def test_tum_bad_trajectory_line(tmp_path: Path) -> None:

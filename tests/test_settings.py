@@ -15,7 +15,7 @@ from mvs.config import RunConfig, Setting, flat_keys, load_yaml
 from mvs.io.layout import open_sequence
 from mvs.io.settings import SCENE_KEYS, describe_capture, sample_depth, with_input_settings
 from mvs.console import describe_settings
-from mvs.pipeline import resolve_sources
+from mvs.pipeline import open_with_intrinsics, resolve_sources
 from mvs.run import build_config, main, parse_args
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -141,6 +141,25 @@ def test_the_kitchen_gets_what_its_preset_sets_each_with_a_reason(odometry_confi
 
     _, settings = input_settings("--sequence", str(KITCHEN), "--poses", "gt", "--depth", "sensor")
     assert chosen_by_input(settings) == {"fusion.depth_max": 4.0}  # sensor depth keeps the dataset's poses
+
+
+@needs_kitchen
+def test_nominal_intrinsics_are_measured_from_the_frames_before_monocular_tracking(capsys):
+    """The kitchen's layout holds only 7-Scenes' nominal 525 px: tracked from colour, its focal
+    length comes from its frames (COLMAP's self-calibration of 0:1000:10 gives 538.5 px); with
+    the dataset's poses, sensor depth or given intrinsics, the frames are read as they are."""
+    for poses, flags, fx in (("gt", (), 525.0), ("rgbd", (), 525.0), ("track", ("--intrinsics", "520,520,320,240"), 520.0)):
+        config = build_config(parse_args(["--sequence", str(KITCHEN), "--frames", "0:200:2", "--poses", poses, *flags]))
+        sequence, config = open_with_intrinsics(config)
+        assert sequence.camera.fx == fx and chosen_by_input({s.key: s for s in config.settings}) == {}, poses
+
+    config = build_config(parse_args(["--sequence", str(KITCHEN), "--frames", "0:200:2", "--poses", "track"]))
+    sequence, config = open_with_intrinsics(config)
+    assert sequence.camera.fx == pytest.approx(538.5, rel=0.02)  # measured: 540.8
+    assert sequence.capture.colour_calibrated is True  # read with the focal length measured
+    setting = {s.key: s for s in config.settings}["sequence.intrinsics"]
+    assert setting.source == "input" and "nominal colour intrinsics (fx 525 px)" in setting.reason
+    assert "intrinsics: the 7scenes layout holds only" in capsys.readouterr().out
 
 
 @needs_tabletop

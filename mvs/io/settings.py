@@ -18,7 +18,10 @@ What is chosen, each with its reason (`Setting`), for the sources the run uses:
   (point-to-plane) against the fused model, at 320 pixels wide with 6, 3, 1 iterations;
 - dataset poses that track another sensor at other instants than the colour frames
   (7-Scenes'), before a plane sweep over the colour images: refined to those images, from
-  colour alone (poses fitted to the sensor's depth would make scores against it circular).
+  colour alone (poses fitted to the sensor's depth would make scores against it circular);
+- a colour camera known only by its dataset's nominal intrinsics (7-Scenes'), before
+  monocular tracking: the focal length estimated from the frames (`focal_from_frames`;
+  `mvs.pipeline.open_with_intrinsics` estimates it).
 A video or an image folder without depth shows none of this: the defaults stay. Nothing in
 the input speaks for the monocular tracker's tuning (`tracking.vo`): it is never chosen here.
 
@@ -167,6 +170,17 @@ def with_input_settings(config: RunConfig, sequence: Sequence) -> RunConfig:
                    "refined from colour alone: poses fitted to the sensor's depth would make scores against "
                    "it circular")
     return config
+
+
+def focal_from_frames(config: RunConfig, sequence: Sequence) -> str | None:
+    """Why the focal length of `sequence` is to be estimated from its frames before a run of
+    `config` (its sources resolved), or None: the monocular tracker fits every pose to
+    the colour camera's intrinsics, and where the layout holds only its dataset's nominal
+    ones (`Capture.colour_calibrated` False) the frames measure this recording's better."""
+    if config.tracking.poses == "track" and sequence.capture.colour_calibrated is False:
+        return (f"the {sequence.layout} layout holds only its dataset's nominal colour intrinsics "
+                f"(fx {sequence.camera.fx:g} px), and the poses are tracked from colour")
+    return None
 
 
 def with_scene_settings(config: RunConfig, sequence: Sequence, poses: TrackingResult) -> tuple[RunConfig, str]:

@@ -12,6 +12,7 @@ of the camera that file describes.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from mvs.io.frames import DepthFormat
@@ -31,8 +32,9 @@ SEVEN_SCENES_DEPTH_FX_FY_CX_CY = (585.0, 585.0, 320.0, 240.0)
 DEPTH_INTRINSICS_FILE = "camera-intrinsics.txt"
 SHARED_INTRINSICS_FILE = "intrinsics.K.txt"
 """The camera of colour and depth alike, registered to each other (tsdf-fusion's samples)."""
-KINECT_CAPTURE = Capture(depth_synchronised=False, poses_of_colour=False)
-"""What 7-Scenes' recording is known to be, beyond what the files show."""
+KINECT_CAPTURE = Capture(depth_synchronised=False, poses_of_colour=False, colour_calibrated=False)
+"""What 7-Scenes' recording is known to be, beyond what the files show: its colour camera is
+the nominal one, not calibrated per recording."""
 
 
 def seven_scenes_colour_index(file_name: str) -> int | None:
@@ -87,7 +89,10 @@ def open_7scenes(root: Path, intrinsics: Calibration | None) -> Sequence:
         )
         for index in indices
     ]
-    capture = Capture() if shared_camera is not None else KINECT_CAPTURE
+    if shared_camera is not None:
+        capture = Capture(colour_calibrated=True)
+    else:
+        capture = replace(KINECT_CAPTURE, colour_calibrated=intrinsics is not None)
     return assemble_image_sequence(
         root, "7scenes", stored_camera, stored_camera, depth_format, frame_files, has_poses, capture
     )

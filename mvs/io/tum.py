@@ -20,7 +20,7 @@ from mvs.io.image_files import (
     read_rows,
 )
 from mvs.io.intrinsics import Calibration
-from mvs.types import Camera, Sequence
+from mvs.types import Camera, Capture, Sequence
 
 TUM_MAX_TIME_DIFFERENCE = 0.02
 """Seconds between an rgb timestamp and the depth or ground truth associated with it."""
@@ -37,18 +37,17 @@ def open_tum(root: Path, intrinsics: Calibration | None) -> Sequence:
 
     Depth (uint16 / 5000 = metres, already registered to rgb) and poses are associated to
     each rgb timestamp by the nearest timestamp within 0.02 s. Intrinsics from K.txt, else
-    by the freiburg number in the folder name.
+    by the freiburg number in the folder name, else the nominal 525 px (not calibrated).
     """
     rgb_times_n, rgb_paths = _read_tum_file_list(root / "rgb.txt")
     colour_size_wh = first_image_size_wh(rgb_paths, root / "rgb.txt")
+    calibrated = True
     if intrinsics is None and (root / "K.txt").is_file():
         stored_camera = Camera(read_intrinsics_K_33(root / "K.txt"), *colour_size_wh)
     else:
-        fx_fy_cx_cy = next(
-            (value for key, value in TUM_FX_FY_CX_CY.items() if key in root.resolve().name),
-            TUM_DEFAULT_FX_FY_CX_CY,
-        )
-        stored_camera = dataset_camera(fx_fy_cx_cy, colour_size_wh, intrinsics)
+        fx_fy_cx_cy = next((value for key, value in TUM_FX_FY_CX_CY.items() if key in root.resolve().name), None)
+        calibrated = intrinsics is not None or fx_fy_cx_cy is not None
+        stored_camera = dataset_camera(fx_fy_cx_cy or TUM_DEFAULT_FX_FY_CX_CY, colour_size_wh, intrinsics)
     depth_for_rgb: list[Path | None] = [None] * len(rgb_paths)
     depth_format = None
     if (root / "depth.txt").is_file():
@@ -71,7 +70,10 @@ def open_tum(root: Path, intrinsics: Calibration | None) -> Sequence:
         )
         for index in range(len(rgb_paths))
     ]
-    return assemble_image_sequence(root, "tum", stored_camera, stored_camera, depth_format, frame_files, has_poses)
+    return assemble_image_sequence(
+        root, "tum", stored_camera, stored_camera, depth_format, frame_files, has_poses,
+        Capture(colour_calibrated=calibrated),
+    )
 
 
 def _read_tum_file_list(path: Path) -> tuple[np.ndarray, list[Path]]:
