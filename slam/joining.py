@@ -140,8 +140,9 @@ class MapJoiner:
         (`triangulated_seed`): such a pose, which brings no map point, counts only towards a
         merge of its piece, and only where another keyframe still in it is posed too (two
         poses fit a similarity whatever their errors: a keyframe that moved alone and one
-        seed would fix the piece's scale by their distance alone). Rounds repeat while a keyframe joins, as what joined can pose the
-        rest. Returns the dataset indices of the keyframes that moved into the main map;
+        seed would fix the piece's scale by their distance alone), so it is not sought for a
+        piece of one keyframe. Rounds repeat while a keyframe joins, as what joined can pose
+        the rest. Returns the dataset indices of the keyframes that moved into the main map;
         keyframes whose image was not kept are not relocalised."""
         moved = []
         posed: dict[int, list[_PosedKeyframe]] = {}  # per piece, its keyframes posed in the main map
@@ -153,14 +154,21 @@ class MapJoiner:
                 found, seeded = {}, []
                 for position in positions:
                     kf = self.world.keyframes[position]
-                    if kf.gray_hw is not None:
-                        candidates = self.places_in(kf.gray_hw, kf.features, main)
-                        relocalisation = self.relocalise_in(kf.gray_hw, kf.features, candidates)
-                        if relocalisation is not None:
-                            found[position] = relocalisation
-                        elif (seed := self._triangulated_pose(kf.features, candidates)) is not None:
-                            seeded.append(self._seeded_keyframe(position, *seed))
-                posed.setdefault(piece, []).extend(self._posed_keyframe(k, r) for k, r in found.items())
+                    if kf.gray_hw is None:
+                        continue
+                    candidates = self.places_in(kf.gray_hw, kf.features, main)
+                    relocalisation = self.relocalise_in(kf.gray_hw, kf.features, candidates)
+                    if relocalisation is not None:
+                        found[position] = relocalisation
+                        continue
+                    seed = self._triangulated_pose(kf.features, candidates) if len(positions) >= 2 else None
+                    if seed is not None:
+                        seed_position, cam_T_world_44 = seed
+                        seed_ids_n = self.world.point_ids_n(self.world.keyframes[seed_position])
+                        seeded.append(self._posed_keyframe(position, cam_T_world_44, seed_ids_n))
+                posed.setdefault(piece, []).extend(
+                    self._posed_keyframe(k, r.cam_T_world_44, r.point_ids_n) for k, r in found.items()
+                )
                 trial = posed[piece] + (seeded if len(found) + len(seeded) >= 2 else [])
                 if len(trial) >= 2 and self._merge_by_poses(piece, main, trial):
                     for position, relocalisation in found.items():
@@ -175,22 +183,12 @@ class MapJoiner:
             if not joined:
                 return sorted(moved)
 
-    def _posed_keyframe(self, position: int, found: Relocalisation) -> _PosedKeyframe:
-        """The keyframe at `position`'s pose in its piece and where `found` poses it."""
-        points_n3 = transform_n3(found.cam_T_world_44, self.world.points.xyz_n3[found.point_ids_n])
-        return _PosedKeyframe(
-            invert_pose_44(self.world.keyframes[position].cam_T_world_44),
-            invert_pose_44(found.cam_T_world_44),
-            float(np.median(points_n3[:, 2])),
-        )
-
-    def _seeded_keyframe(self, position: int, candidate: int, cam_T_world_44: np.ndarray) -> _PosedKeyframe:
-        """The keyframe at `position`'s pose in its piece and the pose `cam_T_world_44` a
-        triangulated seed from the main-map keyframe at `candidate` gives it, at the median
-        depth there of that keyframe's map points."""
-        other = self.world.keyframes[candidate]
-        ids_n = other.track_ids_n[other.valid_n & self.world.points.ok_n[other.track_ids_n]]
-        depth_n = transform_n3(cam_T_world_44, self.world.points.xyz_n3[ids_n])[:, 2]
+    def _posed_keyframe(self, position: int, cam_T_world_44: np.ndarray, point_ids_n: np.ndarray) -> _PosedKeyframe:
+        """The keyframe at `position`'s pose in its piece and the pose `cam_T_world_44` it was
+        given in the main map, at the median depth there of the map points `point_ids_n` (N,)
+        in front of it: those that posed it, or for a triangulated seed, which brings none,
+        those of the keyframe that seeded it."""
+        depth_n = transform_n3(cam_T_world_44, self.world.points.xyz_n3[point_ids_n])[:, 2]
         return _PosedKeyframe(
             invert_pose_44(self.world.keyframes[position].cam_T_world_44),
             invert_pose_44(cam_T_world_44),
@@ -235,7 +233,10 @@ class MapJoiner:
             features = self.places.matcher.detect(gray_hw)
             candidates = self.places_in(gray_hw, features, main)
             found = self.relocalise_in(gray_hw, features, candidates)
-            pose = (found.position, found.cam_T_world_44) if found is not None else self._triangulated_pose(features, candidates)
+            if found is not None:
+                pose = (found.position, found.cam_T_world_44)
+            else:
+                pose = self._triangulated_pose(features, candidates)
             if pose is None:
                 continue
             kf_position, cam_T_world_44 = pose

@@ -1,4 +1,5 @@
-"""The focal length of a camera from its own frames, for inputs that come without intrinsics.
+"""The focal length of a camera from its own frames, for inputs that come without intrinsics
+or only with their dataset's nominal ones (`mvs.io.settings.focal_from_frames`).
 
 A video or an image folder with no calibration still shows how the camera's view changes as
 it moves, and only one focal length explains those changes with a rigid scene. The first
